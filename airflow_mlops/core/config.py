@@ -1,0 +1,76 @@
+"""The one configuration surface: which runtime, artifact store, connections and images a DAG uses.
+
+DAG files never change between a laptop and MWAA + EKS; these settings do. Each comes from an Airflow
+Variable (``mlops_<name>``; also settable as ``AIRFLOW_VAR_MLOPS_<NAME>``) and has a laptop default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from airflow_mlops.core.errors import SpecError
+from airflow_mlops.core.lineage import check_artifact_root
+from airflow_mlops.core.step import check_runtime
+
+DEFAULT_IMAGE = "airflow-mlops/trainer:0.1.0"
+
+#: Variable name -> (default, what it selects). The README's settings table is generated from this.
+SETTINGS: Mapping[str, tuple[str, str]] = {
+    "mlops_runtime": ("local", "where steps run: `local` (subprocess) or `kubernetes` (pod / Indexed Job)"),
+    "mlops_artifact_root": ("$MLOPS_HOME/artifacts", "artifact store: absolute path or `s3://bucket/prefix`"),
+    "mlops_mlflow_conn_id": ("mlflow_default", "MLflow connection; if absent, the embedded SQLite store"),
+    "mlops_kubernetes_conn_id": ("kubernetes_default", "Kubernetes connection used by the kubernetes runtime"),
+    "mlops_namespace": ("", "namespace for step pods (empty: the connection's namespace, else `default`)"),
+    "mlops_image": (DEFAULT_IMAGE, "default image for steps on Kubernetes (pin a digest in production)"),
+    "mlops_mlflow_secret": ("", "Kubernetes Secret holding MLflow credentials for pods (`token` or "
+                                "`username`/`password` keys); empty: none"),
+    "mlops_deferrable": ("true", "defer while pods run (frees the worker slot)"),
+    "mlops_git_sha": ("", "git sha recorded on runs (CI sets it on deploy); empty: `git rev-parse` if possible"),
+}
+
+
+def mlops_home(env: Mapping[str, str] | None = None) -> str:
+    """Root of the embedded laptop stack: ``$MLOPS_HOME`` or ``~/.airflow-mlops``."""
+    env = os.environ if env is None else env
+    return os.path.abspath(os.path.expanduser(env.get("MLOPS_HOME") or "~/.airflow-mlops"))
+
+
+@dataclass(frozen=True)
+class MlopsConfig:
+    """Resolved settings for one task execution."""
+
+    runtime: str
+    artifact_root: str
+    mlflow_conn_id: str
+    kubernetes_conn_id: str
+    namespace: str | None
+    image: str
+    mlflow_secret: str | None
+    deferrable: bool
+    git_sha: str | None
+
+    @classmethod
+    def resolve(cls, lookup: Callable[[str], str | None], env: Mapping[str, str] | None = None) -> MlopsConfig:
+        """Build from a Variable lookup (returns None when unset); validates every value it reads."""
+
+        def get(name: str) -> str:
+            value = lookup(name)
+            default = SETTINGS[name][0].replace("$MLOPS_HOME", mlops_home(env))
+            return default if value is None or str(value).strip() == "" else str(value).strip()
+
+        deferrable = get("mlops_deferrable").lower()
+        if deferrable not in ("true", "false", "1", "0", "yes", "no"):
+            raise SpecError("Variable mlops_deferrable", "true or false", deferrable)
+        return cls(
+            runtime=check_runtime(get("mlops_runtime"), "Variable mlops_runtime"),
+            artifact_root=check_artifact_root(get("mlops_artifact_root")),
+            mlflow_conn_id=get("mlops_mlflow_conn_id"),
+            kubernetes_conn_id=get("mlops_kubernetes_conn_id"),
+            namespace=get("mlops_namespace") or None,
+            image=get("mlops_image"),
+            mlflow_secret=get("mlops_mlflow_secret") or None,
+            deferrable=deferrable in ("true", "1", "yes"),
+            git_sha=get("mlops_git_sha") or None,
+        )

@@ -1,0 +1,1 @@
+"""Hooks: all I/O with outside systems (MLflow, artifact store, Airflow Variables)."""

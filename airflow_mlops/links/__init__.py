@@ -1,0 +1,1 @@
+"""Operator extra links shown in the Airflow UI."""

@@ -1,0 +1,98 @@
+"""Reference training pipeline: data -> train on the declared GPU spec -> register in MLflow.
+
+The same file runs on a laptop (steps as local processes, MLflow on SQLite) and on MWAA + EKS (steps as
+GPU pods): only Airflow Variables and Connections differ. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_mlops.core.gpu import GpuSpec
+from airflow_mlops.operators.registry import RegisterModelVersionOperator
+from airflow_mlops.operators.step import MlopsStepOperator
+from airflow_mlops.operators.training import GpuTrainingOperator
+
+DOC = """
+### MLOps training pipeline
+
+1. **prepare_data**: a dataset bundled with scikit-learn, written as Parquet to the artifact store; its content
+   hash is the data version.
+2. **train**: the reference trainer on the declared GPU spec (1x A100, 16Gi, 4Gi `/dev/shm`, spot) on
+   Kubernetes, or a local process on a laptop. One MLflow run per logical run, resumed by retries from the
+   latest checkpoint.
+3. **register**: a new MLflow model version with lineage tags (data version, params hash, git sha, image digest,
+   dag/run ids).
+
+Where it runs is configuration: the `mlops_runtime` Variable (`local` | `kubernetes`), `mlops_artifact_root`,
+the `mlflow_default` and `kubernetes_default` connections. See the README's settings table.
+"""
+
+with DAG(
+    dag_id="mlops_training_pipeline",
+    description="Prepare data, train on a GPU spec, register the model version in MLflow",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["mlops", "training", "mlflow"],
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
+                            description="Registered model name in MLflow"),
+        "dataset": Param("breast_cancer", enum=["breast_cancer", "wine", "iris", "digits"],
+                         description="scikit-learn bundled dataset to train on"),
+        "framework": Param("sklearn", enum=["auto", "sklearn", "torch"],
+                           description="Trainer: scikit-learn, PyTorch MLP, or torch when installed"),
+        "epochs": Param(20, type="integer", minimum=1, maximum=1000, description="Training epochs"),
+        "learning_rate": Param(0.01, type="number", exclusiveMinimum=0, description="Learning rate"),
+        "gpus": Param(1, type="integer", minimum=0, maximum=8, description="GPUs per worker (Kubernetes)"),
+        "gpu_type": Param("a100", type=["string", "null"], description="GPU model, e.g. a100, h100, l4, t4"),
+        "num_workers": Param(1, type="integer", minimum=1, maximum=16,
+                             description="Workers; more than 1 runs an Indexed Job with torchrun env"),
+    },
+) as dag:
+    prepare_data = MlopsStepOperator(
+        task_id="prepare_data",
+        step_name="prepare-data",
+        module="airflow_mlops.steps.prepare_data",
+        args=["--dataset", "{{ params.dataset }}"],
+        compute=GpuSpec(cpu_request="1", memory_request="2Gi"),
+        timeout_seconds=900,
+    )
+
+    train = GpuTrainingOperator(
+        task_id="train",
+        experiment_name="{{ params.model_name }}",
+        train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
+        test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
+        data_version="{{ ti.xcom_pull(task_ids='prepare_data')['data_version'] }}",
+        label_column="target",
+        hyperparams={
+            "framework": "{{ params.framework }}",
+            "epochs": "{{ params.epochs }}",
+            "learning_rate": "{{ params.learning_rate }}",
+        },
+        compute={
+            "gpus": "{{ params.gpus }}",
+            "gpu_type": "{{ params.gpu_type if params.gpus else '' }}",
+            "num_workers": "{{ params.num_workers }}",
+            "cpu_request": "4",
+            "memory_request": "16Gi",
+            "memory_limit": "16Gi",
+            "shm_size": "4Gi",
+            "capacity_type": "spot",
+        },
+        timeout_seconds=4 * 3600,
+    )
+
+    register = RegisterModelVersionOperator(
+        task_id="register",
+        model_name="{{ params.model_name }}",
+        training_result="{{ ti.xcom_pull(task_ids='train') }}",
+    )
+
+    prepare_data >> train >> register
