@@ -169,7 +169,9 @@ class SklearnTrainer:
         from mlflow.models import infer_signature
 
         signature = infer_signature(x_example, self.predict_proba(x_example))
-        info = mlflow.sklearn.log_model(self.model, name="model", signature=signature)
+        # Serve probabilities, like the torch model, so every consumer (checks, rollout probes) sees one contract.
+        info = mlflow.sklearn.log_model(self.model, name="model", signature=signature,
+                                        pyfunc_predict_fn="predict_proba")
         return str(info.model_uri)
 
 

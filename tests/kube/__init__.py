@@ -1,0 +1,43 @@
+"""A fake Kubernetes cluster (kmock API server + test kubelet + Job controller) for integration tests."""
+
+from .cluster import (
+    EVICTED,
+    FAIL,
+    IMAGE_PULL,
+    OOM,
+    PREEMPTED,
+    RUN,
+    UNSCHEDULABLE,
+    Behaviour,
+    Evicted,
+    Fail,
+    FakeCluster,
+    ImagePullBackOff,
+    OOMKilled,
+    RanCommand,
+    Run,
+    Unschedulable,
+    matches_field_selector,
+    matches_label_selector,
+)
+
+__all__ = [
+    "EVICTED",
+    "FAIL",
+    "IMAGE_PULL",
+    "OOM",
+    "PREEMPTED",
+    "RUN",
+    "UNSCHEDULABLE",
+    "Behaviour",
+    "Evicted",
+    "Fail",
+    "FakeCluster",
+    "ImagePullBackOff",
+    "OOMKilled",
+    "RanCommand",
+    "Run",
+    "Unschedulable",
+    "matches_field_selector",
+    "matches_label_selector",
+]
