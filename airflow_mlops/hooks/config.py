@@ -25,7 +25,7 @@ def detect_git_sha(path: str) -> str | None:
     if sha:
         return sha
     try:
-        out = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(path)), "rev-parse", "HEAD"],
+        out = subprocess.run(["git", "-C", os.path.dirname(os.path.realpath(path)), "rev-parse", "HEAD"],
                              capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -1,0 +1,64 @@
+"""The reference pipeline end to end under dag.test() on embedded defaults (local runtime, MLflow on SQLite)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def load_dag(name: str):
+    path = Path(__import__("os").environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, mlops_home: Path) -> None:
+    import mlflow
+
+    dag = load_dag("mlops_training_pipeline")
+    run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert {k: str(v.state) for k, v in tis.items()} == {
+        "prepare_data": "success", "train": "success", "register": "success"}
+    data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
+    train = tis["train"].xcom_pull(task_ids="train")
+    registered = tis["register"].xcom_pull(task_ids="register")
+
+    # Everything lives in the embedded stack under MLOPS_HOME.
+    assert data["train_uri"].startswith(str(mlops_home / "artifacts"))
+    assert train["mlflow_tracking_uri"] == f"sqlite:///{mlops_home}/mlflow/mlflow.db"
+    assert Path(train["predictions"]["test"]).is_file()
+    assert train["checkpoint_uri"].endswith("/train/checkpoints")
+    assert train["mlflow_run_url"].endswith(f"/runs/{train['mlflow_run_id']}")
+
+    client = mlflow.MlflowClient(train["mlflow_tracking_uri"])
+    run_info = client.get_run(train["mlflow_run_id"])
+    assert run_info.data.params["epochs"] == "5"
+    assert run_info.data.tags["mlops.airflow.dag_id"] == "mlops_training_pipeline"
+    assert run_info.data.tags["mlops.airflow.run_id"] == run.run_id
+    assert run_info.data.tags["mlops.data_version"] == data["data_version"]
+    assert run_info.info.experiment_id == train["mlflow_experiment_id"]
+    assert client.get_experiment(run_info.info.experiment_id).name == "pipeline_test_model"
+
+    version = client.get_model_version("pipeline_test_model", registered["version"])
+    assert version.status == "READY" and version.run_id == train["mlflow_run_id"]
+    for key in ("mlops.data_version", "mlops.params_hash", "mlops.airflow.dag_id", "mlops.airflow.run_id",
+                "mlops.training_run_id"):
+        assert version.tags.get(key), f"lineage tag {key} missing: {version.tags}"
+    assert version.tags["mlops.data_version"] == data["data_version"]
+    assert "mlops.git_sha" in version.tags  # this checkout is a git repository
+
+    # A retry of the register task reuses the version this run made, never a second one.
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    again = MlflowHook().register_model_version("pipeline_test_model", train["model_uri"], train["mlflow_run_id"],
+                                                registered["tags"])
+    assert again.version == version.version
+    assert len(client.search_model_versions("name = 'pipeline_test_model'")) == 1
