@@ -220,7 +220,8 @@ def build_pod(step: StepSpec, ctx: StepContext) -> dict[str, Any]:
 def job_name(step: StepSpec, ctx: StepContext) -> str:
     """A deterministic Job name per (dag, task, run, try), short enough for ``<name>-<index>`` hostnames."""
     digest = hashlib.sha256(f"{ctx.dag_id}/{ctx.task_id}/{ctx.run_id}/{ctx.try_number}".encode()).hexdigest()
-    return dns_name("mlops", step.name, digest[:8], max_len=50)
+    # Starts with "job-": the cncf provider always prefixes Job names so, and MASTER_ADDR must match.
+    return "job-" + dns_name("mlops", step.name, digest[:8], max_len=46)
 
 
 def rendezvous_env(step: StepSpec, ctx: StepContext) -> tuple[dict[str, str], list[dict[str, Any]]]:

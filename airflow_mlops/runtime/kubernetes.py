@@ -195,6 +195,7 @@ class KubernetesStepRunner:
             "checkpoint_uri": self.checkpoint_uri,
             "startup_timeout_seconds": self.startup_timeout_seconds,
             "poll_interval": self.poll_interval,
+            "startup_check_interval_seconds": max(1, min(5, int(self.poll_interval))),
             "on_finish_action": self.on_finish_action,
             "log_events_on_failure": True,
             "get_logs": True,
@@ -207,7 +208,8 @@ class KubernetesStepRunner:
         if self.distributed:
             workers = self.step.compute.num_workers
             self.operator = StepJobOperator(
-                full_job_spec=to_model(manifest, "V1Job"), name=manifest["metadata"]["name"],
+                # The provider prepends "job-" to the name; our manifest's name already carries it.
+                full_job_spec=to_model(manifest, "V1Job"), name=manifest["metadata"]["name"].removeprefix("job-"),
                 random_name_suffix=False, completion_mode="Indexed", completions=workers, parallelism=workers,
                 backoff_limit=0, wait_until_job_complete=True, job_poll_interval=self.poll_interval,
                 pod_discovery_timeout=self.startup_timeout_seconds, **self._common(),
