@@ -22,7 +22,7 @@ def ensure_airflow_db() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
-def load_dag(path: Path):  # noqa: ANN201 - returns an Airflow DAG
+def load_dag(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -95,7 +95,7 @@ def labels(step: StepSpec, ctx: StepContext) -> dict[str, str]:
     return result
 
 
-def annotations(step: StepSpec, ctx: StepContext) -> dict[str, str]:
+def pod_annotations(step: StepSpec, ctx: StepContext) -> dict[str, str]:
     """Full (unsquashed) lineage as annotations: labels cannot hold run ids with ':' or '+'."""
     return {
         f"{ANNOTATION_PREFIX}/dag-id": ctx.dag_id,
@@ -211,7 +211,7 @@ def build_pod(step: StepSpec, ctx: StepContext) -> dict[str, Any]:
             "name": dns_name("mlops", step.name),
             "namespace": ctx.namespace,
             "labels": labels(step, ctx),
-            "annotations": annotations(step, ctx),
+            "annotations": pod_annotations(step, ctx),
         },
         "spec": pod_template_spec(step, ctx),
     }
@@ -251,7 +251,7 @@ def build_indexed_job(step: StepSpec, ctx: StepContext) -> dict[str, Any]:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": ctx.namespace, "labels": pod_labels,
-                     "annotations": annotations(step, ctx)},
+                     "annotations": pod_annotations(step, ctx)},
         "spec": {
             "completionMode": "Indexed",
             "completions": workers,
@@ -265,7 +265,7 @@ def build_indexed_job(step: StepSpec, ctx: StepContext) -> dict[str, Any]:
             "activeDeadlineSeconds": step.compute.active_deadline_seconds or step.timeout_seconds,
             "ttlSecondsAfterFinished": 3600,
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": annotations(step, ctx)},
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations(step, ctx)},
                 "spec": pod_spec,
             },
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -125,9 +126,9 @@ class MlflowHook(BaseHook):
                 "Credentials are never put into a pod spec as literal values."
             )
         refs: tuple[SecretEnvRef, ...] = ()
-        if s["auth_type"] == "bearer":
+        if s["auth_type"] == "bearer" and secret:
             refs = (SecretEnvRef(contract.MLFLOW_TRACKING_TOKEN, secret, "token"),)
-        elif s["auth_type"] == "basic":
+        elif s["auth_type"] == "basic" and secret:
             refs = (SecretEnvRef(contract.MLFLOW_TRACKING_USERNAME, secret, "username"),
                     SecretEnvRef(contract.MLFLOW_TRACKING_PASSWORD, secret, "password"))
         return plain, refs
@@ -150,7 +151,7 @@ class MlflowHook(BaseHook):
             location = os.path.join(location, name.strip("/").replace("/", "_"))
         try:
             return str(client.create_experiment(name, artifact_location=location))
-        except Exception:  # noqa: BLE001 - lost a creation race with another task: read the winner's id
+        except Exception:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
@@ -188,10 +189,8 @@ class MlflowHook(BaseHook):
         try:
             client.get_registered_model(name)
         except MlflowException:
-            try:
+            with contextlib.suppress(MlflowException):  # created concurrently by another task: fine
                 client.create_registered_model(name)
-            except MlflowException:  # created concurrently by another task: fine
-                pass
         identity = {k: v for k, v in tags.items() if k in ("mlops.airflow.dag_id", "mlops.airflow.run_id",
                                                             "mlops.airflow.task_id")}
         version = None
@@ -236,6 +235,6 @@ class MlflowHook(BaseHook):
         """Used by the Airflow UI's Test button: list one experiment."""
         try:
             self.get_client().search_experiments(max_results=1)
-        except Exception as err:  # noqa: BLE001 - report any failure to the UI
+        except Exception as err:
             return False, str(err)
         return True, f"Connected to MLflow at {self.tracking_uri}"

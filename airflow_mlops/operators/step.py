@@ -137,7 +137,8 @@ class MlopsStepOperator(BaseOperator):
             python=self.python,
         )
 
-    def step_env(self, context: Context, plan: StepPlan, runtime: str) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
+    def step_env(self, context: Context, plan: StepPlan,
+                 runtime: str) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
         """Env the orchestrator injects (plain, secret refs). Subclasses add MLflow wiring and data URIs."""
         return {
             contract.ARTIFACT_ROOT: plan.config.artifact_root,
@@ -161,8 +162,8 @@ class MlopsStepOperator(BaseOperator):
         dag_id, task_id, run_id = ti.dag_id, ti.task_id, ti.run_id
         try_number = int(ti.try_number or 1)
         root = config.artifact_root
-        namespace = self.namespace or config.namespace or (self._connection_namespace(config) if runtime == "kubernetes"
-                                                           else None) or "default"
+        connection_namespace = self._connection_namespace(config) if runtime == "kubernetes" else None
+        namespace = self.namespace or config.namespace or connection_namespace or "default"
         image = self.image or config.image
         step = self.build_step(image, dict(self.env), list(self.args))
         plan = StepPlan(

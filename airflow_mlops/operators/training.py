@@ -69,7 +69,8 @@ class GpuTrainingOperator(MlopsStepOperator):
 
         return plan.config.git_sha or detect_git_sha(self.dag.fileloc if self.has_dag() else __file__)
 
-    def step_env(self, context: Context, plan: StepPlan, runtime: str) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
+    def step_env(self, context: Context, plan: StepPlan,
+                 runtime: str) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
         env, refs = super().step_env(context, plan, runtime)
         hook = self._mlflow(plan)
         experiment = self.experiment_name or plan.ctx.dag_id

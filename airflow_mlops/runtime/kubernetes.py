@@ -72,7 +72,7 @@ class _ClassifyingMixin:
         try:
             remote = to_json(manager.read_pod(pod))
             events = [to_json(e) for e in manager.read_pod_events(pod).items]
-        except Exception as err:  # noqa: BLE001 - the pod may be gone; keep the provider's own error
+        except Exception as err:
             self.log.warning("could not read pod %s for failure analysis: %s", pod.metadata.name, err)  # type: ignore[attr-defined]
             return None, None
         self.observed_pods.append(remote)
@@ -116,6 +116,8 @@ class StepJobOperator(_ClassifyingMixin, KubernetesJobOperator):
 
     def get_pods(self, pod_request_obj: Any, context: Context, *, exclude_checked: bool = True) -> Any:
         """The provider lists once without waiting; a real Job controller needs a moment to create N pods."""
+        job = self.job
+        assert job is not None, "get_pods runs after the Job is created"
         deadline = time.monotonic() + self.pod_discovery_timeout
         while True:
             try:
@@ -125,7 +127,7 @@ class StepJobOperator(_ClassifyingMixin, KubernetesJobOperator):
             if len(pods) >= (self.parallelism or 1) or time.monotonic() > deadline:
                 if not pods:
                     raise AirflowException(
-                        f"Job {self.job.metadata.name}: no worker pods appeared within "
+                        f"Job {job.metadata.name}: no worker pods appeared within "
                         f"{self.pod_discovery_timeout}s (check the Job's events: quota, admission, Kueue)."
                     )
                 return pods
@@ -133,8 +135,10 @@ class StepJobOperator(_ClassifyingMixin, KubernetesJobOperator):
 
     def inspect_job_pods(self) -> PodFailure | None:
         """Read every worker pod of this Job (image digests); classify the first failed one."""
-        selector = f"batch.kubernetes.io/job-name={self.job.metadata.name}"
-        pods = self.client.list_namespaced_pod(self.job.metadata.namespace, label_selector=selector).items
+        job = self.job
+        assert job is not None, "inspected only after the Job exists"
+        selector = f"batch.kubernetes.io/job-name={job.metadata.name}"
+        pods = self.client.list_namespaced_pod(job.metadata.namespace, label_selector=selector).items
         failures = [self._observe(pod)[1] for pod in sorted(pods, key=lambda p: p.metadata.name)]
         return next((f for f in failures if f is not None), None)
 

@@ -261,7 +261,7 @@ class TorchTrainer:
         from torch import nn
 
         net = copy.deepcopy(self.net).float().cpu().eval()
-        first = net[0]
+        first: Any = net[0]
         with torch.no_grad():
             weight = first.weight / self.std
             first.bias.copy_(first.bias - weight @ self.mean)

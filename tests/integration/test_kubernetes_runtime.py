@@ -18,7 +18,7 @@ import pytest
 from tests.kube.cluster import EVICTED, IMAGE_PULL, OOM, RUN, UNSCHEDULABLE, FakeCluster
 
 pytestmark = pytest.mark.slow
-TOKEN = "s3cr3t-mlflow-token"  # noqa: S105 - a fake credential whose absence from pod specs is asserted
+TOKEN = "s3cr3t-mlflow-token"
 
 
 def load_dag(name: str):
@@ -107,7 +107,7 @@ def test_deferrable_mode_defers_while_the_pod_runs(on_kubernetes: FakeCluster, m
     # dag.test() runs the real KubernetesPodTrigger in-process and resumes the task via trigger_reentry.
     assert "KubernetesPodTrigger" in out
     assert out.count("TaskInstanceState.DEFERRED") >= 2 or out.count("deferred") >= 2, out[-3000:]
-    result = [t for t in run.get_task_instances() if t.task_id == "train"][0].xcom_pull(task_ids="train")
+    result = next(t for t in run.get_task_instances() if t.task_id == "train").xcom_pull(task_ids="train")
     assert result["metrics"]["test_accuracy"] > 0.85
     assert result["image_digest"]
 
@@ -136,7 +136,7 @@ def test_evicted_then_retried_resumes_checkpoint_in_the_same_run(on_kubernetes: 
     assert env_of(first)["MLOPS_TRY_NUMBER"]["value"] == "1" and env_of(second)["MLOPS_TRY_NUMBER"]["value"] == "2"
     out = capfd.readouterr().out
     assert "was evicted or preempted" in out and "resumes from checkpoint" in out
-    ti = [t for t in run.get_task_instances() if t.task_id == "train"][0]
+    ti = next(t for t in run.get_task_instances() if t.task_id == "train")
     assert ti.try_number == 2
     result = ti.xcom_pull(task_ids="train")
     assert result["resumed_from_epoch"] >= 3
@@ -175,12 +175,13 @@ def test_two_workers_run_as_an_indexed_job_with_rendezvous_env(on_kubernetes: Fa
     (service,) = on_kubernetes.services_created
     assert service["metadata"]["name"] == name and service["spec"]["clusterIP"] == "None"
     assert on_kubernetes.get("services", name) is None, "the rendezvous Service outlived the Job"
-    workers = sorted((c for c in on_kubernetes.ran_commands if c.pod.startswith(name)), key=lambda c: c.env["NODE_RANK"])
+    workers = sorted((c for c in on_kubernetes.ran_commands if c.pod.startswith(name)),
+                     key=lambda c: c.env["NODE_RANK"])
     assert [w.env["NODE_RANK"] for w in workers] == ["0", "1"]
     for worker in workers:
         assert worker.env["WORLD_SIZE"] == "2"
         assert worker.env["MASTER_ADDR"] == f"{name}-0.{name}.default.svc"
         assert worker.env["MASTER_PORT"] == "29500"
         assert worker.exit_code == 0
-    result = [t for t in run.get_task_instances() if t.task_id == "train"][0].xcom_pull(task_ids="train")
+    result = next(t for t in run.get_task_instances() if t.task_id == "train").xcom_pull(task_ids="train")
     assert result["metrics"]["test_accuracy"] > 0.85

@@ -65,7 +65,8 @@ def test_sklearn_trainer_logs_run_model_and_predictions(tmp_path: Path, dataset:
     import mlflow
     import pandas as pd
 
-    outcome, lines = run_step("airflow_mlops.steps.train", trainer_env(tmp_path, dataset, framework="sklearn", epochs=5))
+    env = trainer_env(tmp_path, dataset, framework="sklearn", epochs=5)
+    outcome, lines = run_step("airflow_mlops.steps.train", env)
     assert outcome.ok, lines[-20:]
     result = json.loads((tmp_path / "result.json").read_text())
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
