@@ -1,0 +1,37 @@
+"""Airflow plugin shipped to MWAA in plugins.zip: Jinja macros over the airflow-mlops configuration surface.
+
+In templates: ``{{ macros.airflow_mlops.artifact_uri('datasets', params.dataset) }}`` or
+``{{ macros.airflow_mlops.runtime() }}``. Values are read when the template renders (task run time), never at parse.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+
+def artifact_uri(*parts: str) -> str:
+    """A URI under the configured artifact root (``mlops_artifact_root``: local dir or s3://)."""
+    from airflow_mlops.core.lineage import join_uri
+    from airflow_mlops.hooks.config import load_config
+
+    return join_uri(load_config().artifact_root, *parts)
+
+
+def runtime() -> str:
+    """The configured step runtime: ``local`` or ``kubernetes``."""
+    from airflow_mlops.hooks.config import load_config
+
+    return load_config().runtime
+
+
+def model_uri(name: str, alias_or_version: str | int) -> str:
+    """``models:/<name>@<alias>`` for an alias, ``models:/<name>/<version>`` for a version number."""
+    ref = str(alias_or_version)
+    return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
+
+
+class AirflowMlopsPlugin(AirflowPlugin):
+    """Registers the ``airflow_mlops`` macros."""
+
+    name = "airflow_mlops"
+    macros = [artifact_uri, runtime, model_uri]
