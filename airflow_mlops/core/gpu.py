@@ -246,7 +246,7 @@ class GpuSpec:
         # Rendered templates are strings: accept "2" for integer fields (but not "1.5" or "two").
         for name in ("gpus", "num_workers", "active_deadline_seconds"):
             value = values.get(name)
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value, re.ASCII):
                 values[name] = int(value)
         for name in ("gpu_type", "capacity_type", "priority_class", "queue_name", "service_account", "shm_size",
                      "memory_limit", "cpu_limit"):

@@ -15,7 +15,13 @@ _SEGMENT = re.compile(r"[^A-Za-z0-9._=-]+")
 
 def _segment(value: str) -> str:
     """A path segment safe on S3 and local disks; run ids like ``manual__2026-11-23T00:00:00+00:00`` stay readable."""
-    return _SEGMENT.sub("_", value).strip("_") or "_"
+    segment = _SEGMENT.sub("_", value).strip("_") or "_"
+    # "." and ".." would walk out of the run's prefix on a local disk.
+    segment = segment if segment.strip(".") else segment.replace(".", "_")
+    if segment != value:
+        # Different ids can squash to the same text ("a:b", "a+b"): keep them apart with a short hash.
+        segment = f"{segment}-{hashlib.sha256(value.encode()).hexdigest()[:6]}"
+    return segment
 
 
 def check_artifact_root(root: str) -> str:

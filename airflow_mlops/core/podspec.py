@@ -165,6 +165,12 @@ def tolerations(compute: GpuSpec) -> list[dict[str, Any]]:
     return result
 
 
+def _with_refs(env: list[dict[str, Any]], refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append field refs whose names the env does not already set (an explicit value wins)."""
+    names = {e["name"] for e in env}
+    return env + [r for r in refs if r["name"] not in names]
+
+
 def pod_template_spec(step: StepSpec, ctx: StepContext, extra_env: Mapping[str, str] | None = None,
                       extra_env_refs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The pod ``spec`` shared by single pods and Job templates."""
@@ -175,7 +181,7 @@ def pod_template_spec(step: StepSpec, ctx: StepContext, extra_env: Mapping[str, 
         "imagePullPolicy": step.image_pull_policy,
         "command": step.argv()[:1] if step.command is None else list(step.command),
         "args": step.argv()[1:] if step.command is None else list(step.args),
-        "env": _env_list(step, ctx, extra_env) + list(extra_env_refs or []),
+        "env": _with_refs(_env_list(step, ctx, extra_env), extra_env_refs or []),
         "resources": resources(compute),
         "securityContext": dict(step.container_security_context or DEFAULT_CONTAINER_SECURITY_CONTEXT),
     }
@@ -265,7 +271,7 @@ def build_indexed_job(step: StepSpec, ctx: StepContext) -> dict[str, Any]:
             "activeDeadlineSeconds": step.compute.active_deadline_seconds or step.timeout_seconds,
             "ttlSecondsAfterFinished": 3600,
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": pod_annotations(step, ctx)},
+                "metadata": {"labels": dict(pod_labels), "annotations": pod_annotations(step, ctx)},
                 "spec": pod_spec,
             },
         },

@@ -19,7 +19,7 @@ def parse_quantity(value: str | int | float, field: str) -> Decimal:
     if isinstance(value, bool):
         raise SpecError(field, "a Kubernetes quantity such as '4', '500m' or '16Gi'", value)
     if isinstance(value, (int, float)):
-        if value < 0:
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
             raise SpecError(field, "a non-negative Kubernetes quantity", value)
         return Decimal(str(value))
     match = _QUANTITY.match(str(value).strip())

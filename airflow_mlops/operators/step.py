@@ -133,8 +133,8 @@ class MlopsStepOperator(BaseOperator):
         return StepSpec(
             name=self.step_name, image=image, module=self.module,
             command=tuple(self.command) if self.command is not None else None, args=tuple(args), env=env,
-            secret_env=self.secret_env, compute=compute or _as_compute(self.compute), timeout_seconds=self.timeout_seconds,
-            python=self.python,
+            secret_env=self.secret_env, compute=compute or _as_compute(self.compute),
+            timeout_seconds=self.timeout_seconds, python=self.python,
         )
 
     def step_env(self, context: Context, plan: StepPlan,

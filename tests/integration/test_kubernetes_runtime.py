@@ -165,7 +165,10 @@ def test_unschedulable_quotes_the_scheduler(on_kubernetes: FakeCluster, capfd: p
     assert len(pods_of(on_kubernetes, "train")) == 2  # retried per the normal retry settings
 
 
-def test_two_workers_run_as_an_indexed_job_with_rendezvous_env(on_kubernetes: FakeCluster) -> None:
+@pytest.mark.parametrize("deferrable", ["false", "true"])
+def test_two_workers_run_as_an_indexed_job_with_rendezvous_env(on_kubernetes: FakeCluster, deferrable: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEFERRABLE", deferrable)
     run = load_dag("k8s_training_test").test(run_conf={"num_workers": 2, "epochs": 3})
     assert states(run) == {"prepare_data": "success", "train": "success"}
     (job,) = on_kubernetes.jobs_created

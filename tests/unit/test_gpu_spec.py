@@ -392,12 +392,9 @@ def test_from_dict_bad_string_ints(data: dict[str, Any], field: str) -> None:
     assert exc.value.field == field
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="core bug: gpu.py GpuSpec.from_dict lets '--1' and '²' through its isdigit() guard")
 @pytest.mark.parametrize("gpus", ["--1", "²"])
 def test_from_dict_malformed_int_strings_raise_spec_error(gpus: str) -> None:
-    """BUG (gpu.py, GpuSpec.from_dict): "--1".lstrip("-") and "²" pass str.isdigit(), then int() raises a bare
-    ValueError that names no field. Expected: SpecError naming GpuSpec.gpus. Remove the marker once fixed."""
+    """Regression: "--1" and "²" once passed an isdigit() guard and int() raised a ValueError naming no field."""
     with pytest.raises(SpecError) as exc:
         GpuSpec.from_dict({"gpus": gpus})
     assert exc.value.field == "GpuSpec.gpus"

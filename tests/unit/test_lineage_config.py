@@ -30,13 +30,22 @@ roots = st.sampled_from(["/srv/artifacts", "/srv/artifacts/", "file:///tmp/a", "
 # --- URIs ---------------------------------------------------------------------------------------------------
 
 def test_s3_uris() -> None:
+    import hashlib
+
     root = "s3://acme-ml/mlops/"
+    # A squashed run id keeps a short hash of the original, so distinct ids never share a prefix.
+    run = f"manual__2026-11-23T00_00_00_00_00-{hashlib.sha256(RUN.encode()).hexdigest()[:6]}"
     assert checkpoint_uri(root, "train_fraud", "train", RUN) == (
-        "s3://acme-ml/mlops/runs/train_fraud/manual__2026-11-23T00_00_00_00_00/train/checkpoints")
+        f"s3://acme-ml/mlops/runs/train_fraud/{run}/train/checkpoints")
     assert result_uri(root, "train_fraud", "train", RUN, 3) == (
-        "s3://acme-ml/mlops/runs/train_fraud/manual__2026-11-23T00_00_00_00_00/train/try-3/result.json")
+        f"s3://acme-ml/mlops/runs/train_fraud/{run}/train/try-3/result.json")
     assert output_uri(root, "train_fraud", "train", RUN) == (
-        "s3://acme-ml/mlops/runs/train_fraud/manual__2026-11-23T00_00_00_00_00/train/outputs")
+        f"s3://acme-ml/mlops/runs/train_fraud/{run}/train/outputs")
+
+
+def test_run_ids_that_squash_alike_stay_apart() -> None:
+    assert checkpoint_uri("/a", "d", "t", "x:y") != checkpoint_uri("/a", "d", "t", "x+y")
+    assert checkpoint_uri("/a", "d", "t", "x_y") == "/a/runs/d/x_y/t/checkpoints"
 
 
 def test_local_uris() -> None:
@@ -91,15 +100,15 @@ def test_run_id_is_one_safe_path_segment(run_id: str) -> None:
     assert segment and all(c.isalnum() or c in "._=-" for c in segment)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="core bug: lineage.py _segment keeps '.' and '..' as path segments")
-@pytest.mark.parametrize("run_id", ["..", "."])
+@pytest.mark.parametrize("run_id", ["..", ".", "...", "/..", "../.."])
 def test_dot_run_ids_cannot_escape_the_run_prefix(run_id: str) -> None:
-    """BUG (lineage.py, _segment): Airflow accepts a manual run id of '..' (allowed chars [A-Za-z0-9_.~:+-]);
-    _segment leaves it as is, so the local checkpoint dir becomes /a/runs/d/../t/checkpoints == /a/runs/t/...,
-    outside this DAG's prefix and shared with a DAG named 't'. Expected: a segment other than '.'/'..'."""
-    segment = run_prefix("/a", "d", "t", run_id).split("/")[4]
-    assert segment not in (".", "..")
+    """Regression: Airflow accepts a manual run id of '..' ([A-Za-z0-9_.~:+-]); as a path segment it made the
+    local checkpoint dir /a/runs/d/../t/checkpoints, outside the DAG's prefix and shared with a DAG named 't'."""
+    prefix = run_prefix("/a", "d", "t", run_id)
+    segment = prefix.split("/")[4]
+    assert segment.strip(".")  # never ".", ".." or any all-dots name
+    assert os.path.normpath(checkpoint_uri("/a", "d", "t", run_id)).startswith("/a/runs/d/")
+    assert checkpoint_uri("/a", "d", "t", run_id) != checkpoint_uri("/a", "d", "t", "r")
 
 
 def test_join_uri_skips_empty_parts_and_slashes() -> None:

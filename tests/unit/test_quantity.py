@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_mlops.core.errors import SpecError
+from airflow_mlops.core.gpu import GpuSpec
 from airflow_mlops.core.quantity import format_quantity, parse_quantity
 
 BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
@@ -54,19 +55,15 @@ def test_parse_errors_name_the_field(value: Any) -> None:
     assert exc.value.got == value
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="core bug: quantity.py parse_quantity accepts NaN and infinite floats")
-@pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_parse_rejects_non_finite_floats(value: float) -> None:
-    """BUG (quantity.py, parse_quantity): float('nan') and float('inf') return Decimal NaN/Infinity. NaN
-    later makes GpuSpec raise decimal.InvalidOperation (not SpecError); inf is accepted and renders
-    cpu: "inf", which the API server rejects. Expected: SpecError. Remove the marker once fixed."""
-    try:
+    """Regression: NaN used to escape as decimal.InvalidOperation from GpuSpec, and inf rendered cpu: "inf"."""
+    with pytest.raises(SpecError) as exc:
         parse_quantity(value, "GpuSpec.cpu_request")
-    except SpecError as err:
-        assert err.field == "GpuSpec.cpu_request"
-    else:
-        raise AssertionError(f"parse_quantity accepted {value!r}")
+    assert exc.value.field == "GpuSpec.cpu_request"
+    with pytest.raises(SpecError) as exc:
+        GpuSpec(cpu_request=value)
+    assert exc.value.field == "GpuSpec.cpu_request"
 
 
 @given(st.integers(0, 10**6), st.sampled_from(sorted(BINARY)))
