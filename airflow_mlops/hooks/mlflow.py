@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,23 @@ class MlflowHook(BaseHook):
         os.environ.update(self.process_env())
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.settings.get("registry_uri"))
 
+    @contextlib.contextmanager
+    def active_tracking_uri(self) -> Iterator[None]:
+        """Make this connection's tracking URI MLflow's global one for the block.
+
+        MLflow resolves some URIs (``models:/m-<id>`` sources of logged models) through its process-global
+        tracking URI, not the client's; anything else in the worker may have set that global.
+        """
+        import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils  # no public getter for "unset"
+
+        previous = tracking_utils._tracking_uri
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+
     def get_or_create_experiment(self, name: str) -> str:
         """The experiment id for ``name``, created if needed (with a local artifact root on the embedded stack)."""
         client = self.get_client()
@@ -201,8 +219,9 @@ class MlflowHook(BaseHook):
                               existing.version)
                 break
         if version is None:
-            version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
-                                                  description=description)
+            with self.active_tracking_uri():
+                version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
+                                                      description=description)
             self.log.info("registered model %s version %s from %s", name, version.version, model_uri)
         deadline = time.monotonic() + ready_timeout
         while version.status != "READY":

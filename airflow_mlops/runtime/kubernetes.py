@@ -266,8 +266,10 @@ class KubernetesStepRunner:
         """Continue after deferral: ``trigger_reentry`` (pod) or ``execute_complete`` (job)."""
         op = self.build_operator()
         if isinstance(op, StepJobOperator):
-            # execute_complete needs the job object the first half created.
-            op.job = to_model(event["job"], "V1Job") if event.get("job") else op.build_job_request_obj(context)
+            # The Job the first half created; the event carries only a snake_case dump of it, so read it back.
+            meta = (event.get("job") or {}).get("metadata") or {}
+            name = meta.get("name") or job_name(self.step, self.ctx)
+            op.job = op.hook.get_job(job_name=name, namespace=meta.get("namespace") or self.ctx.namespace)
             self._run_job(lambda: op.execute_complete(context, event))
         else:
             getattr(op, method)(context, event)

@@ -342,8 +342,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss = trainer.fit_epoch(epoch)
             epoch_times.append(time.perf_counter() - began)
             if lead:
-                store.save(epoch, trainer.state())
+                # Metrics before the checkpoint: a crash in between repeats the epoch, never loses its metrics.
                 mlflow.log_metrics({"train_loss": loss, "epoch_seconds": epoch_times[-1]}, step=epoch)
+                store.save(epoch, trainer.state())
                 print(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} ({epoch_times[-1]:.3f}s), checkpoint saved")
         if not lead:
             return {"status": "ok", "rank": rank}

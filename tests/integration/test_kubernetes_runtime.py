@@ -44,8 +44,6 @@ def on_kubernetes(airflow_db: Path, airflow_kubernetes_conn: FakeCluster, mlops_
         "extra": {"auth_type": "bearer", "token": TOKEN, "kubernetes_secret": "mlflow-auth",
                   "ui_url": "http://mlflow.internal", "artifact_location": str(mlops_home / "mlflow" / "artifacts")},
     }))
-    # MlflowHook.get_client exports credentials into this process's env (MLflow reads them there); undo it.
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "")
     cluster.create_secret("mlflow-auth", {"token": TOKEN})
     return cluster
 
