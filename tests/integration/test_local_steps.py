@@ -122,9 +122,9 @@ def test_trainer_resumes_from_checkpoint_in_the_same_run(tmp_path: Path, dataset
 
 
 def test_torch_trainer_path(tmp_path: Path, dataset: dict) -> None:
-    pytest.importorskip("torch", reason="torch extra not installed")
     import mlflow
     import pandas as pd
+    import torch  # noqa: F401 - make test installs the torch extra; a missing torch must fail, not skip
 
     outcome, lines = run_step("airflow_mlops.steps.train", trainer_env(tmp_path, dataset, framework="torch", epochs=4))
     assert outcome.ok, lines[-20:]
