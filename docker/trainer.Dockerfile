@@ -31,7 +31,7 @@ RUN python3.12 -m venv "${VIRTUAL_ENV}"
 # together with a 13.x CUDA_IMAGE). Its own layer: the largest and the least often changed.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
-RUN if [[ -n "${TORCH_VERSION}" ]]; then \
+RUN if [ -n "${TORCH_VERSION}" ]; then \
         pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
     fi
 
@@ -44,8 +44,11 @@ RUN pip install --no-cache-dir \
         "pyarrow==25.0.1" \
         "mlflow-skinny==3.17.2" \
         "skops==0.16.0" \
-        "boto3==1.44.5"
+        "boto3==1.44.5" \
+    && pip check
 
+# The package itself, with --no-deps: its declared dependencies (apache-airflow, providers) are the orchestrator's.
+# From here on `pip check` reports exactly those as missing, so it ran above.
 COPY pyproject.toml README.md /src/
 COPY airflow_mlops /src/airflow_mlops
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist /src \
@@ -77,9 +80,10 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Fail the build, not the first pod: consistent dependencies, the steps' imports resolve, and no Airflow.
-RUN pip check \
-    && python -c "import sklearn, pandas, pyarrow.fs, mlflow.sklearn, skops.io, boto3" \
+# Fail the build, not the first pod: the steps' imports resolve, and there is no Airflow.
+ARG TORCH_VERSION
+RUN python -c "import sklearn, pandas, pyarrow.fs, mlflow.sklearn, skops.io, boto3" \
+    && if [ -n "${TORCH_VERSION}" ]; then python -c "import torch, mlflow.pytorch"; fi \
     && python -m airflow_mlops.steps.train --help >/dev/null \
     && python -m airflow_mlops.steps.prepare_data --help >/dev/null \
     && python -c "import importlib.util as u, sys; sys.exit('apache-airflow is installed' if u.find_spec('airflow') else 0)"
@@ -87,7 +91,6 @@ RUN pip check \
 ARG VERSION=0.1.0
 ARG GIT_SHA
 ARG CUDA_IMAGE
-ARG TORCH_VERSION
 LABEL org.opencontainers.image.title="airflow-mlops trainer" \
       org.opencontainers.image.description="Runs airflow_mlops.steps (prepare_data, train) in Kubernetes pods; CUDA, PyTorch, scikit-learn, MLflow client; no Airflow" \
       org.opencontainers.image.version="${VERSION}" \

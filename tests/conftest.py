@@ -34,6 +34,8 @@ os.environ.update({
 })
 os.environ.pop("AIRFLOW_VAR_MLOPS_RUNTIME", None)
 (_SESSION / "airflow").mkdir()
+# MLflow's defaults (sqlite:///mlflow.db, ./mlruns) are relative to the working directory: keep them out of the repo.
+os.chdir(_SESSION)
 
 
 @pytest.fixture(scope="session")
