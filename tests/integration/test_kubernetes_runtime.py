@@ -8,25 +8,16 @@ configuration (the ``mlops_runtime`` Variable), never by editing a DAG.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.dagfiles import load_dag
 from tests.kube.cluster import EVICTED, IMAGE_PULL, OOM, RUN, UNSCHEDULABLE, FakeCluster
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cr3t-mlflow-token"
-
-
-def load_dag(name: str):
-    path = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
 
 
 @pytest.fixture

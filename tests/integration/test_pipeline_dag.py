@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.dagfiles import load_dag
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def load_dag(name: str):
-    path = Path(__import__("os").environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
 
 
 def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, mlops_home: Path) -> None:
