@@ -160,3 +160,29 @@ def test_local_runtime_honours_timeout_and_env() -> None:
     assert "my_dag from-step" in lines
     assert outcome.seconds < 15
     assert os.environ.get("X") is None
+
+
+def test_torch_trainer_runs_distributed_data_parallel_across_two_processes(tmp_path: Path, dataset: dict) -> None:
+    """Two real trainer processes rendezvous over torchrun's env (gloo on CPU), as two Indexed Job workers would."""
+    import socket
+    import subprocess
+
+    import mlflow
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {**os.environ, **trainer_env(tmp_path, dataset, framework="torch", epochs=3),
+            contract.MASTER_ADDR: "127.0.0.1", contract.MASTER_PORT: str(port), contract.WORLD_SIZE: "2"}
+    procs = [subprocess.Popen([sys.executable, "-m", "airflow_mlops.steps.train"],
+                              env={**base, contract.NODE_RANK: str(rank)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "world size 2" in outputs[0] and "world size 2" in outputs[1]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["metrics"]["test_accuracy"] > 0.8
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs(["0"])
+    assert len(runs) == 1, "only rank 0 logs to MLflow"
+    assert runs[0].data.tags["mlops.world_size"] == "2"
