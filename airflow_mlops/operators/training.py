@@ -78,12 +78,12 @@ class GpuTrainingOperator(MlopsStepOperator):
         identity = {"mlops.airflow.dag_id": plan.ctx.dag_id, "mlops.airflow.task_id": plan.ctx.task_id,
                     "mlops.airflow.run_id": plan.ctx.run_id}
         run_id = hook.find_or_create_run(experiment_id, identity, run_name=f"{plan.ctx.task_id} {plan.ctx.run_id}")
-        plan.extra.update(experiment_id=experiment_id, run_id=run_id, hook=hook)
+        git_sha = self._git_sha(plan)  # a git subprocess on laptops: resolve once per try
+        plan.extra.update(experiment_id=experiment_id, run_id=run_id, hook=hook, git_sha=git_sha)
         if runtime == "kubernetes":
             mlflow_env, mlflow_refs = hook.pod_env(plan.config.mlflow_secret)
         else:
             mlflow_env, mlflow_refs = hook.process_env(), ()
-        git_sha = self._git_sha(plan)
         env.update(mlflow_env)
         env.update({
             contract.MLFLOW_RUN_ID: run_id,
@@ -106,7 +106,7 @@ class GpuTrainingOperator(MlopsStepOperator):
         run_id = result.get("mlflow_run_id") or plan.extra["run_id"]
         tags = lineage_tags(dag_id=plan.ctx.dag_id, run_id=plan.ctx.run_id, task_id=plan.ctx.task_id,
                             try_number=plan.ctx.try_number, data_version=self.data_version,
-                            git_sha=self._git_sha(plan), image_digest=image_digest, params=self.hyperparams)
+                            git_sha=plan.extra["git_sha"], image_digest=image_digest, params=self.hyperparams)
         client = hook.get_client()
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
