@@ -47,6 +47,23 @@ class ArtifactStoreHook(BaseHook):
         """Read a JSON object."""
         return json.loads(self.read_text(uri))
 
+    def write_text(self, uri: str, text: str) -> None:
+        """Write ``text`` to ``uri``. S3 puts are atomic; locally a temp file is renamed over the target."""
+        if uri.startswith("s3://"):
+            bucket, key = self._s3().parse_s3_url(uri)
+            self._s3().load_string(text, key, bucket, replace=True)
+            return
+        path = self._local(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.partial-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)  # readers see the old or the new pointer, never half of one
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        """Write ``obj`` as indented JSON."""
+        self.write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
     def ensure_root(self, root: str) -> None:
         """Create a local root directory (S3 prefixes need no creation)."""
         if not root.startswith("s3://"):
