@@ -3,21 +3,139 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook
 
 from airflow_mlops.core.config import mlops_home
+from airflow_mlops.core.promotion import (
+    MAX_TAG_VALUE,
+    AliasConflictError,
+    AliasMove,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownVersionError,
+    VersionNotReadyError,
+    default_rollback_alias,
+)
 from airflow_mlops.core.step import SecretEnvRef
 from airflow_mlops.steps import contract
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+__all__ = ["AliasConflictError", "AliasMove", "MlflowHook", "is_retryable"]
+
 AUTH_TYPES = ("none", "basic", "bearer")
+#: Defaults of the connection's retry extras (``max_retries``, ``backoff_factor`` seconds, ``timeout`` seconds).
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_FACTOR = 1.0
+DEFAULT_TIMEOUT = 120
+MAX_BACKOFF = 30.0
+#: Calls that create something: retrying one after a lost response could create it twice. Our callers make them
+#: idempotent one level up instead (register finds its version by tags; copy finds its copy).
+NOT_RETRIED = frozenset({"create_model_version", "create_run", "copy_model_version", "create_registered_model"})
+HISTORY_PREFIX = "mlops.alias_history"
+LOCK_SUFFIX = "__mlops_alias_lock__"
+_STATUS_PATTERNS = (re.compile(r"too many (\d{3}) error responses"), re.compile(r"error code (\d{3}) != 200"))
+
+
+def _status_of(err: BaseException) -> int | None:
+    """The HTTP status behind an MLflow client error, if any (from the error code or the transport message)."""
+    for pattern in _STATUS_PATTERNS:
+        match = pattern.search(str(err))
+        if match:
+            return int(match.group(1))
+    if type(err).__name__ == "RestException":
+        getter = getattr(err, "get_http_status_code", None)
+        return int(getter()) if getter else None
+    return None
+
+
+def is_retryable(err: BaseException) -> tuple[bool, str]:
+    """Whether a failed MLflow call is worth retrying, and why: 5xx and timeouts/connection errors yes, 4xx never.
+
+    MLflow's own client retries 408, 429, 500, 502, 503 and 504 (``_TRANSIENT_FAILURE_RESPONSE_CODES``) and
+    network errors, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times (default 7, backoff factor 2): a 429 or 408 would be
+    retried there. The hook turns MLflow's transport retries off and applies this rule instead, so the behaviour
+    is ours, logged and tested.
+    """
+    import requests
+
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        status = _status_of(cause)
+        if status is not None:
+            return (500 <= status < 600, f"HTTP {status}")
+        if isinstance(cause, (requests.exceptions.Timeout, TimeoutError)):
+            return True, f"timeout ({type(cause).__name__})"
+        if isinstance(cause, requests.exceptions.ConnectionError) and not isinstance(
+                cause, requests.exceptions.SSLError):
+            return True, f"connection error ({type(cause).__name__})"
+        cause = cause.__cause__ or cause.__context__
+    return False, type(err).__name__
+
+
+class RetryingClient:
+    """An MlflowClient whose calls are retried with exponential backoff and jitter when :func:`is_retryable`.
+
+    :param client: the MlflowClient.
+    :param max_retries: retries after the first attempt.
+    :param backoff_factor: first wait in seconds; doubles per retry, capped at 30s.
+    :param log: where retries are reported.
+    """
+
+    def __init__(self, client: Any, max_retries: int, backoff_factor: float, log: Any) -> None:
+        self._client = client
+        self._max_retries = max_retries
+        self._backoff = backoff_factor
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("_") or name in NOT_RETRIED:
+            return attr
+        return self._retrying(name, attr)
+
+    def _retrying(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                try:
+                    return call(*args, **kwargs)
+                except Exception as err:
+                    retry, why = is_retryable(err)
+                    if not retry or attempt >= self._max_retries:
+                        if retry:
+                            self._log.warning("MLflow %s failed (%s) after %d retries: giving up", name, why, attempt)
+                        raise
+                    wait = min(self._backoff * 2**attempt, MAX_BACKOFF) * (0.5 + random.random() / 2)
+                    attempt += 1
+                    self._log.warning("MLflow %s failed (%s): retry %d/%d in %.2fs", name, why, attempt,
+                                      self._max_retries, wait)
+                    time.sleep(wait)
+        return wrapped
+
+
+def _extra(extra: Mapping[str, Any], key: str) -> Any:
+    """A connection extra, under its plain name or the UI's ``extra__mlflow__`` prefix."""
+    value = extra.get(key)
+    return value if value not in (None, "") else extra.get(f"extra__mlflow__{key}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class MlflowHook(BaseHook):
@@ -29,7 +147,12 @@ class MlflowHook(BaseHook):
     Connection fields: host = tracking URI; login/password = basic auth; extra: ``auth_type``
     (none | basic | bearer), ``token``, ``registry_uri``, ``ui_url`` (where people open runs),
     ``artifact_location`` (root for new experiments), ``kubernetes_secret`` (Secret with the same
-    credentials for pods).
+    credentials for pods), ``databricks_host`` / ``databricks_token`` (tracking URI becomes ``databricks``),
+    ``max_retries`` (3), ``backoff_factor`` (1s), ``timeout`` (120s per request). The form fields are declared in
+    ``get_provider_info`` (``conn-fields``; Airflow 3.2+ deprecates ``get_connection_form_widgets``).
+
+    Secrets (password, token, Databricks token) are masked in task logs. 5xx answers, timeouts and connection
+    errors are retried with exponential backoff; 4xx answers never are (see :func:`is_retryable`).
 
     :param mlflow_conn_id: the connection id.
     """
@@ -53,7 +176,7 @@ class MlflowHook(BaseHook):
             "placeholders": {
                 "host": "https://mlflow.example.com or databricks",
                 "extra": '{"auth_type": "bearer", "token": "...", "registry_uri": "", "ui_url": "", '
-                         '"kubernetes_secret": "mlflow-auth"}',
+                         '"kubernetes_secret": "mlflow-auth", "max_retries": 3, "backoff_factor": 1}',
             },
         }
 
@@ -70,21 +193,45 @@ class MlflowHook(BaseHook):
             uri = f"sqlite:///{home}/mlflow.db"
             self.log.info("No connection %r: using the embedded MLflow store %s", self.mlflow_conn_id, uri)
             return {"tracking_uri": uri, "registry_uri": None, "auth_type": "none", "ui_url": "http://127.0.0.1:5000",
-                    "artifact_location": os.path.join(home, "artifacts"), "embedded": True}
+                    "artifact_location": os.path.join(home, "artifacts"), "embedded": True,
+                    "max_retries": DEFAULT_MAX_RETRIES, "backoff_factor": DEFAULT_BACKOFF_FACTOR,
+                    "timeout": DEFAULT_TIMEOUT}
         extra = conn.extra_dejson
-        auth = extra.get("auth_type") or ("basic" if conn.login else "bearer" if extra.get("token") else "none")
+        token = _extra(extra, "token")
+        auth = _extra(extra, "auth_type") or ("basic" if conn.login else "bearer" if token else "none")
         if auth not in AUTH_TYPES:
             raise ValueError(f"connection {self.mlflow_conn_id!r} extra.auth_type must be one of {AUTH_TYPES}, "
                              f"got {auth!r}")
+        if auth == "basic" and not conn.login:
+            raise ValueError(f"connection {self.mlflow_conn_id!r}: auth_type basic needs a login (username)")
+        if auth == "bearer" and not (token or conn.password):
+            raise ValueError(f"connection {self.mlflow_conn_id!r}: auth_type bearer needs extra.token (or password)")
+        numbers: dict[str, Any] = {}
+        for key, default, kind in (("max_retries", DEFAULT_MAX_RETRIES, int),
+                                   ("backoff_factor", DEFAULT_BACKOFF_FACTOR, float),
+                                   ("timeout", DEFAULT_TIMEOUT, int)):
+            raw = _extra(extra, key)
+            try:
+                numbers[key] = kind(raw) if raw not in (None, "") else default
+            except (TypeError, ValueError):
+                raise ValueError(f"connection {self.mlflow_conn_id!r} extra.{key} must be a number >= 0, "
+                                 f"got {raw!r}") from None
+            if numbers[key] < 0 or (key == "timeout" and numbers[key] == 0):
+                raise ValueError(f"connection {self.mlflow_conn_id!r} extra.{key} must be a number "
+                                 f"{'> 0' if key == 'timeout' else '>= 0'}, got {raw!r}")
         host = conn.host or ""
+        databricks_host = _extra(extra, "databricks_host")
+        if databricks_host and not host:
+            host = "databricks"
         if conn.conn_type == "mlflow" and host and "://" not in host and host != "databricks":
             host = f"{conn.schema or 'http'}://{host}" + (f":{conn.port}" if conn.port else "")
         return {
-            "tracking_uri": host, "registry_uri": extra.get("registry_uri") or None, "auth_type": auth,
-            "login": conn.login, "password": conn.password, "token": extra.get("token"),
-            "ui_url": extra.get("ui_url") or (host if host.startswith("http") else None),
-            "artifact_location": extra.get("artifact_location"),
-            "kubernetes_secret": extra.get("kubernetes_secret"), "embedded": False,
+            "tracking_uri": host, "registry_uri": _extra(extra, "registry_uri") or None, "auth_type": auth,
+            "login": conn.login, "password": conn.password, "token": token,
+            "ui_url": _extra(extra, "ui_url") or (host if host.startswith("http") else databricks_host or None),
+            "artifact_location": _extra(extra, "artifact_location"),
+            "kubernetes_secret": _extra(extra, "kubernetes_secret"), "embedded": False,
+            "databricks_host": databricks_host, "databricks_token": _extra(extra, "databricks_token"), **numbers,
         }
 
     @property
@@ -107,6 +254,11 @@ class MlflowHook(BaseHook):
         elif s["auth_type"] == "bearer" and (s.get("token") or s.get("password")):
             env[contract.MLFLOW_TRACKING_TOKEN] = s.get("token") or s["password"]
             mask_secret(env[contract.MLFLOW_TRACKING_TOKEN])
+        if s.get("databricks_host"):
+            env["DATABRICKS_HOST"] = s["databricks_host"]
+        if s.get("databricks_token"):
+            env["DATABRICKS_TOKEN"] = s["databricks_token"]
+            mask_secret(s["databricks_token"])
         return env
 
     def pod_env(self, secret_name: str | None = None) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
@@ -135,11 +287,20 @@ class MlflowHook(BaseHook):
         return plain, refs
 
     def get_client(self) -> MlflowClient:
-        """An MlflowClient for this connection (credentials through MLflow's own env variables)."""
+        """An MlflowClient for this connection (credentials through MLflow's own env variables).
+
+        Its calls are retried by :class:`RetryingClient`: MLflow's own transport retries are switched off
+        (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``) so that a 429/408 is not retried and each retry is logged.
+        """
         from mlflow import MlflowClient
 
+        s = self.settings
         os.environ.update(self.process_env())
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.settings.get("registry_uri"))
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(s.get("timeout", DEFAULT_TIMEOUT))
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=s.get("registry_uri"))
+        return cast("MlflowClient", RetryingClient(client, int(s.get("max_retries", DEFAULT_MAX_RETRIES)),
+                                                   float(s.get("backoff_factor", DEFAULT_BACKOFF_FACTOR)), self.log))
 
     @contextlib.contextmanager
     def active_tracking_uri(self) -> Iterator[None]:
@@ -199,8 +360,6 @@ class MlflowHook(BaseHook):
         Idempotent per MLflow run: a retried task finds the version tagged with the same Airflow identity
         instead of creating a second one. Waits until the version is READY.
         """
-        import time
-
         from mlflow.exceptions import MlflowException
 
         client = self.get_client()
@@ -223,20 +382,235 @@ class MlflowHook(BaseHook):
                 version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
                                                       description=description)
             self.log.info("registered model %s version %s from %s", name, version.version, model_uri)
-        deadline = time.monotonic() + ready_timeout
-        while version.status != "READY":
-            if version.status == "FAILED_REGISTRATION":
-                raise RuntimeError(f"model {name} version {version.version} failed registration: "
-                                   f"{version.status_message}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"model {name} version {version.version} not READY after {ready_timeout}s "
-                                   f"(status {version.status}: {version.status_message})")
-            time.sleep(poll_interval)
-            version = client.get_model_version(name, version.version)
+        version = self.wait_until_ready(name, str(version.version), ready_timeout, poll_interval, version)
         for key, value in tags.items():
             if version.tags.get(key) != value:
                 client.set_model_version_tag(name, version.version, key, value)
         return version
+
+    # ------------------------------------------------------------------ registry reads with clear errors
+
+    def get_registered_model(self, name: str) -> Any:
+        """The registered model, or UnknownModelError naming it and the registry."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.get_client().get_registered_model(name)
+        except MlflowException as err:
+            if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                raise UnknownModelError(f"registered model {name!r} does not exist in the registry at "
+                                        f"{self.settings.get('registry_uri') or self.tracking_uri}") from err
+            raise
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        """The model version, or UnknownModelError / UnknownVersionError."""
+        from mlflow.exceptions import MlflowException
+
+        self.get_registered_model(name)
+        try:
+            return self.get_client().get_model_version(name, str(version))
+        except MlflowException as err:
+            if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                raise UnknownVersionError(f"model {name!r} has no version {version!r}") from err
+            raise
+
+    def get_alias_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points to, None when the alias is unset; UnknownModelError if the model is absent."""
+        model = self.get_registered_model(name)
+        aliases = getattr(model, "aliases", None) or {}
+        version = aliases.get(alias)
+        return str(version) if version is not None else None
+
+    def require_alias_version(self, name: str, alias: str) -> str:
+        """The version ``alias`` points to, or UnknownAliasError listing the aliases the model has."""
+        model = self.get_registered_model(name)
+        aliases = dict(getattr(model, "aliases", None) or {})
+        if alias not in aliases:
+            listed = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
+            raise UnknownAliasError(f"model {name!r} has no alias {alias!r}; its aliases: {listed}")
+        return str(aliases[alias])
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of every metric logged in the run."""
+        return dict(self.get_client().get_run(run_id).data.metrics)
+
+    def wait_until_ready(self, name: str, version: str, timeout: float = 300, poll_interval: float = 2,
+                         current: Any = None) -> Any:
+        """Poll until the version is READY; VersionNotReadyError on FAILED_REGISTRATION or after ``timeout`` s."""
+        client = self.get_client()
+        found = current if current is not None else client.get_model_version(name, version)
+        deadline = time.monotonic() + timeout
+        while found.status != "READY":
+            if found.status == "FAILED_REGISTRATION":
+                raise VersionNotReadyError(f"model {name} version {version} failed registration: "
+                                           f"{found.status_message}")
+            if time.monotonic() > deadline:
+                raise VersionNotReadyError(f"model {name} version {version} not READY after {timeout}s "
+                                           f"(status {found.status}: {found.status_message or 'no message'})")
+            self.log.info("model %s version %s is %s; waiting for READY (%.0fs left)", name, version, found.status,
+                          deadline - time.monotonic())
+            time.sleep(poll_interval)
+            found = client.get_model_version(name, version)
+        return found
+
+    # ------------------------------------------------------------------ alias moves (compare-and-swap)
+
+    @staticmethod
+    def lock_model_name(name: str, alias: str) -> str:
+        """The transient registered model that serialises moves of ``name@alias`` (same catalog/schema on UC)."""
+        return f"{name}{LOCK_SUFFIX}{alias}"
+
+    @contextlib.contextmanager
+    def _alias_lock(self, name: str, alias: str, timeout: float, ttl: float) -> Iterator[None]:
+        """Hold the move lock for ``name@alias``: creating a registered model is atomic in MLflow (unique name).
+
+        A lock older than ``ttl`` seconds (a worker that died mid-move) is broken; waiting longer than
+        ``timeout`` raises AliasConflictError.
+        """
+        from mlflow.exceptions import MlflowException
+
+        client = self.get_client()
+        lock = self.lock_model_name(name, alias)
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.create_registered_model(lock, tags={"mlops.lock.owner": owner,
+                                                           "mlops.lock.expires_at": str(time.time() + ttl)},
+                                               description=f"transient lock: airflow-mlops is moving {name}@{alias}")
+                break
+            except MlflowException as err:
+                if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            with contextlib.suppress(MlflowException):
+                held = client.get_registered_model(lock)
+                if float(held.tags.get("mlops.lock.expires_at", "inf")) < time.time():
+                    self.log.warning("breaking stale alias lock %s (owner %s)", lock, held.tags.get("mlops.lock.owner"))
+                    client.delete_registered_model(lock)
+                    continue
+            if time.monotonic() > deadline:
+                current = self.get_alias_version(name, alias)
+                raise AliasConflictError(name, alias, None, current, f" (another move held the lock {lock} for more "
+                                         f"than {timeout:.0f}s)")
+            time.sleep(0.05 + random.random() * 0.1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """The audit history of ``name@alias`` moves, oldest first (from ``mlops.alias_history.<alias>.<n>`` tags)."""
+        tags = self.get_registered_model(name).tags or {}
+        prefix = f"{HISTORY_PREFIX}.{alias}."
+        entries = [(int(k[len(prefix):]), json.loads(v)) for k, v in tags.items()
+                   if k.startswith(prefix) and k[len(prefix):].isdigit()]
+        return [entry for _, entry in sorted(entries, key=lambda e: e[0])]
+
+    def move_alias(self, name: str, alias: str, version: str, *, expected_version: str | None,
+                   rollback_alias: str | None = None, audit_tags: Mapping[str, str] | None = None,
+                   actor: str = "", reason: str = "", lock_timeout: float = 60, lock_ttl: float = 300) -> AliasMove:
+        """Point ``name@alias`` at ``version`` if, and only if, it still points at ``expected_version``.
+
+        MLflow has no server-side compare-and-swap for aliases. The guarantee given here:
+
+        * Movers that go through this method are serialised by a lock (a transient registered model named
+          :meth:`lock_model_name`, whose creation MLflow makes atomic through the unique model name). Under the
+          lock the alias is re-read, compared with ``expected_version`` (None: must be unset) and set, so of two
+          concurrent promotions from the same expected state exactly one wins; the other raises
+          AliasConflictError and moves nothing.
+        * A writer that bypasses this method (the MLflow UI, another tool) can still interleave; the window is the
+          time between the re-read and the single ``set_registered_model_alias`` call, a few milliseconds.
+
+        Order, so that nothing is half-done: audit tags on the version and a ``moving`` history entry on the model
+        are written first; then the alias moves (one call); then the previous holder moves to ``rollback_alias``
+        (one call; default ``<alias>_previous``) and the history entry is marked ``done``. A crash in between
+        leaves a ``moving`` entry a reader can check against the alias.
+
+        :param name: registered model name.
+        :param alias: alias to move, e.g. ``challenger`` or ``champion``.
+        :param version: version to point it at.
+        :param expected_version: the version the caller read (None: the alias must be unset).
+        :param rollback_alias: alias that keeps the previous holder (default ``<alias>_previous``).
+        :param audit_tags: more tags for the version, written before the alias moves.
+        :param actor: who moves it (dag run, approver).
+        :param reason: why.
+        """
+        version = str(version)
+        expected = str(expected_version) if expected_version is not None else None
+        rollback_alias = rollback_alias or default_rollback_alias(alias)
+        if rollback_alias == alias:
+            raise ValueError(f"rollback_alias must differ from alias {alias!r}")
+        target = self.get_model_version(name, version)
+        if target.status != "READY":
+            raise VersionNotReadyError(f"model {name} version {version} is {target.status}, not READY: "
+                                       f"refusing to point {alias} at it")
+        client = self.get_client()
+        with self._alias_lock(name, alias, lock_timeout, lock_ttl):
+            current = self.get_alias_version(name, alias)
+            if current != expected:
+                raise AliasConflictError(name, alias, expected, current)
+            moved_at = _now()
+            if current == version:
+                self.log.info("%s@%s already points to version %s: nothing to move", name, alias, version)
+                return AliasMove(name, alias, version, current, None, moved_at, actor, reason)
+            history = self.alias_history(name, alias)
+            entry_key = f"{HISTORY_PREFIX}.{alias}.{len(history) + 1:06d}"
+            entry = {"from": current, "to": version, "by": actor, "at": moved_at, "why": reason[:500],
+                     "rollback_alias": rollback_alias if current else None, "state": "moving"}
+            tags = {f"mlops.alias.{alias}.set_at": moved_at, f"mlops.alias.{alias}.set_by": actor,
+                    f"mlops.alias.{alias}.reason": reason[:MAX_TAG_VALUE],
+                    f"mlops.alias.{alias}.previous_version": current or "none", **(audit_tags or {})}
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, str(value)[:MAX_TAG_VALUE])
+            client.set_registered_model_tag(name, entry_key, json.dumps(entry))
+            # The compare-and-swap proper: re-read right before the single set call.
+            latest = self.get_alias_version(name, alias)
+            if latest != expected:
+                entry["state"] = f"aborted: alias moved to {latest} by a writer outside this hook"
+                client.set_registered_model_tag(name, entry_key, json.dumps(entry))
+                raise AliasConflictError(name, alias, expected, latest, " (outside the lock, e.g. in the MLflow UI)")
+            client.set_registered_model_alias(name, alias, version)
+            if current is not None:
+                client.set_registered_model_alias(name, rollback_alias, current)
+            entry["state"] = "done"
+            client.set_registered_model_tag(name, entry_key, json.dumps(entry))
+        self.log.info("moved %s@%s: version %s -> %s%s (by %s: %s)", name, alias, current or "(unset)", version,
+                      f"; previous kept as @{rollback_alias}" if current else "", actor or "?", reason or "-")
+        return AliasMove(name, alias, version, current, rollback_alias if current else None, moved_at, actor, reason)
+
+    def rollback_alias(self, name: str, alias: str, rollback_alias: str | None = None, *, actor: str = "",
+                       reason: str = "rollback") -> AliasMove:
+        """Point ``alias`` back at the version held by ``rollback_alias`` (default ``<alias>_previous``).
+
+        The two aliases swap, with the same compare-and-swap as :meth:`move_alias`, so a rollback can itself be
+        rolled back. UnknownAliasError when there is nothing to roll back to.
+        """
+        rollback_alias = rollback_alias or default_rollback_alias(alias)
+        previous = self.require_alias_version(name, rollback_alias)
+        current = self.get_alias_version(name, alias)
+        return self.move_alias(name, alias, previous, expected_version=current, rollback_alias=rollback_alias,
+                               audit_tags={f"mlops.alias.{alias}.rolled_back_from": current or "none"},
+                               actor=actor, reason=reason)
+
+    def copy_model_version(self, name: str, version: str, dst_name: str) -> Any:
+        """Copy ``name`` version ``version`` to the registered model ``dst_name`` (e.g. dev -> prod), once.
+
+        A retry finds the copy it made (tag ``mlops.copied_from``) instead of making another.
+        """
+        source = f"{name}/{version}"
+        self.get_model_version(name, version)
+        client = self.get_client()
+        with contextlib.suppress(Exception):
+            for existing in client.search_model_versions(f"name = '{dst_name}'"):
+                if existing.tags.get("mlops.copied_from") == source:
+                    self.log.info("%s already copied to %s version %s", source, dst_name, existing.version)
+                    return existing
+        with self.active_tracking_uri():
+            copied = client.copy_model_version(f"models:/{name}/{version}", dst_name)
+        client.set_model_version_tag(dst_name, copied.version, "mlops.copied_from", source)
+        self.log.info("copied %s to %s version %s", source, dst_name, copied.version)
+        return self.wait_until_ready(dst_name, str(copied.version))
 
     def model_version_url(self, name: str, version: str) -> str | None:
         """Where a person opens the model version in the MLflow UI."""

@@ -1,0 +1,109 @@
+"""Alias compare-and-swap, rollback history and registry errors against real MLflow on SQLite (in-process)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops.core.promotion import (
+    AliasConflictError,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownVersionError,
+)
+from airflow_mlops.hooks.mlflow import MlflowHook
+from tests.integration.registry_support import make_versions
+
+
+@pytest.fixture
+def hook(mlops_home: Path) -> MlflowHook:
+    return MlflowHook()
+
+
+@pytest.fixture
+def versions(hook: MlflowHook, tmp_path: Path) -> list[str]:
+    return make_versions(hook.get_client(), tmp_path, "clf", [{"acc": 0.8}, {"acc": 0.85}, {"acc": 0.9}])
+
+
+def test_move_keeps_previous_under_rollback_alias_and_audits(hook: MlflowHook, versions: list[str]) -> None:
+    first = hook.move_alias("clf", "champion", versions[0], expected_version=None, actor="run-1", reason="first")
+    assert (first.previous_version, first.rollback_alias) == (None, None)
+    second = hook.move_alias("clf", "champion", versions[1], expected_version=versions[0], actor="run-2",
+                             reason="better", audit_tags={"mlops.approved_by": "alice"})
+    assert second.previous_version == versions[0]
+    assert second.rollback_alias == "champion_previous"
+    assert hook.get_alias_version("clf", "champion") == versions[1]
+    assert hook.get_alias_version("clf", "champion_previous") == versions[0]
+    tags = hook.get_client().get_model_version("clf", versions[1]).tags
+    assert tags["mlops.approved_by"] == "alice"
+    assert tags["mlops.alias.champion.set_by"] == "run-2"
+    assert tags["mlops.alias.champion.previous_version"] == versions[0]
+    history = hook.alias_history("clf", "champion")
+    assert [(h["from"], h["to"], h["state"]) for h in history] == [(None, versions[0], "done"),
+                                                                  (versions[0], versions[1], "done")]
+
+
+def test_stale_expectation_moves_nothing(hook: MlflowHook, versions: list[str]) -> None:
+    hook.move_alias("clf", "champion", versions[0], expected_version=None)
+    with pytest.raises(AliasConflictError, match=r"clf@champion points to version 1, expected no version"):
+        hook.move_alias("clf", "champion", versions[1], expected_version=None)
+    assert hook.get_alias_version("clf", "champion") == versions[0]
+    assert hook.get_alias_version("clf", "champion_previous") is None
+    assert len(hook.alias_history("clf", "champion")) == 1
+    assert "mlops.alias.champion.set_at" not in hook.get_client().get_model_version("clf", versions[1]).tags
+
+
+def test_rollback_swaps_back_and_is_reversible(hook: MlflowHook, versions: list[str]) -> None:
+    hook.move_alias("clf", "champion", versions[0], expected_version=None)
+    hook.move_alias("clf", "champion", versions[2], expected_version=versions[0])
+    back = hook.rollback_alias("clf", "champion", actor="oncall", reason="latency regression")
+    assert (back.version, back.previous_version) == (versions[0], versions[2])
+    assert hook.get_alias_version("clf", "champion") == versions[0]
+    assert hook.get_alias_version("clf", "champion_previous") == versions[2]
+    tags = hook.get_client().get_model_version("clf", versions[0]).tags
+    assert tags["mlops.alias.champion.rolled_back_from"] == versions[2]
+    assert tags["mlops.alias.champion.reason"] == "latency regression"
+
+
+def test_two_promotions_race_exactly_one_wins(hook: MlflowHook, versions: list[str]) -> None:
+    """Two threads, each with its own hook and client, promote different versions from the same read state."""
+    hook.move_alias("clf", "champion", versions[0], expected_version=None)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def promote(version: str) -> None:
+        contender = MlflowHook()
+        barrier.wait()
+        try:
+            outcomes[version] = contender.move_alias("clf", "champion", version, expected_version=versions[0],
+                                                     actor=f"racer-{version}")
+        except Exception as err:
+            outcomes[version] = err
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    errors = [o for o in outcomes.values() if isinstance(o, Exception)]
+    wins = [v for v, o in outcomes.items() if not isinstance(o, Exception)]
+    assert len(wins) == 1 and len(errors) == 1, outcomes
+    assert isinstance(errors[0], AliasConflictError), errors[0]
+    assert hook.get_alias_version("clf", "champion") == wins[0]
+    assert hook.get_alias_version("clf", "champion_previous") == versions[0]
+    history = hook.alias_history("clf", "champion")
+    done = [h for h in history if h["state"] == "done"]
+    assert [(h["from"], h["to"]) for h in done] == [(None, versions[0]), (versions[0], wins[0])]
+    assert not hook.get_client().search_registered_models(f"name = '{hook.lock_model_name('clf', 'champion')}'")
+
+
+def test_clear_errors_for_unknown_model_alias_version(hook: MlflowHook, versions: list[str]) -> None:
+    with pytest.raises(UnknownModelError, match="registered model 'nope' does not exist"):
+        hook.move_alias("nope", "champion", "1", expected_version=None)
+    with pytest.raises(UnknownAliasError, match="model 'clf' has no alias 'champion_previous'; its aliases: none"):
+        hook.rollback_alias("clf", "champion")
+    with pytest.raises(UnknownVersionError, match="model 'clf' has no version '42'"):
+        hook.move_alias("clf", "champion", "42", expected_version=None)
+    assert hook.get_alias_version("clf", "champion") is None
