@@ -1,0 +1,347 @@
+"""Point the MWAA environment at new requirements/plugins/startup-script versions and wait until it is AVAILABLE.
+
+requirements.txt, plugins.zip and the startup script are uploaded only when their content hash changed; their S3
+VersionIds (the bucket must be versioned) go into mwaa UpdateEnvironment. When the environment already runs
+exactly those versions, no update is made (an MWAA update takes 20-40 minutes and restarts the workers).
+
+Roll back: call UpdateEnvironment with the previous VersionIds (``aws s3api list-object-versions``), or
+``airflow-mlops deploy rollback`` which does it from the versions this module logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_mlops.deploy import HASH_METADATA_KEY, DeployError
+from airflow_mlops.deploy.bundle import sha256_file
+
+# UpdateEnvironment field names per artifact kind.
+_FIELDS = {
+    "requirements": ("RequirementsS3Path", "RequirementsS3ObjectVersion"),
+    "plugins": ("PluginsS3Path", "PluginsS3ObjectVersion"),
+    "startup_script": ("StartupScriptS3Path", "StartupScriptS3ObjectVersion"),
+}
+READY_TO_UPDATE = {"AVAILABLE", "UPDATE_FAILED"}
+FAILED_STATES = {"UPDATE_FAILED", "UNAVAILABLE", "CREATE_FAILED", "DELETED", "DELETING"}
+# InvokeRestApi rejects longer paths (API limit).
+MAX_REST_PATH = 64
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file MWAA reads by S3 object version.
+
+    :param kind: ``requirements``, ``plugins`` or ``startup_script``
+    :param path: local file
+    :param key: S3 key in the environment's bucket
+    """
+
+    kind: str
+    path: Path
+    key: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in _FIELDS:
+            raise DeployError(f"kind: {self.kind!r} is not one of {', '.join(_FIELDS)}")
+        if not self.key or self.key.startswith("/"):
+            raise DeployError(f"key: {self.key!r} must be a relative S3 key, e.g. 'requirements.txt'")
+
+
+@dataclass(frozen=True)
+class Published:
+    """An artifact's object version in S3.
+
+    :param artifact: the artifact
+    :param version_id: its S3 VersionId
+    :param uploaded: whether this run uploaded it (content changed)
+    """
+
+    artifact: Artifact
+    version_id: str
+    uploaded: bool
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """Outcome of :func:`update_environment`.
+
+    :param published: artifact versions
+    :param updated: whether UpdateEnvironment was called
+    :param previous: the environment's previous (path, version) per kind, for rollback
+    :param status: final environment status
+    """
+
+    published: tuple[Published, ...]
+    updated: bool
+    previous: dict[str, tuple[str | None, str | None]]
+    status: str
+
+
+def publish(s3: Any, bucket: str, artifact: Artifact, log: Callable[[str], None] = print) -> Published:
+    """Upload an artifact only when its sha256 differs from the current object's; return its VersionId.
+
+    :param s3: boto3 S3 client
+    :param bucket: the environment's source bucket (versioned)
+    :param artifact: what to publish
+    :param log: where lines go
+    """
+    from botocore.exceptions import ClientError
+
+    digest = sha256_file(artifact.path)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=artifact.key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchKey", "NotFound"}:
+            raise
+        head = None
+    if head is not None and head.get("Metadata", {}).get(HASH_METADATA_KEY) == digest:
+        version = head.get("VersionId")
+        if not version or version == "null":
+            raise DeployError(f"bucket {bucket}: versioning is off; MWAA needs object versions (enable it)")
+        log(f"  {artifact.kind:<15} unchanged  s3://{bucket}/{artifact.key}  version {version}")
+        return Published(artifact, version, uploaded=False)
+    with artifact.path.open("rb") as body:
+        resp = s3.put_object(Bucket=bucket, Key=artifact.key, Body=body, Metadata={HASH_METADATA_KEY: digest})
+    version = resp.get("VersionId")
+    if not version or version == "null":
+        raise DeployError(f"bucket {bucket}: versioning is off; MWAA needs object versions (enable it)")
+    log(f"  {artifact.kind:<15} uploaded   s3://{bucket}/{artifact.key}  version {version}")
+    return Published(artifact, version, uploaded=True)
+
+
+def _last_update_error(env: dict[str, Any]) -> str:
+    error = env.get("LastUpdate", {}).get("Error", {})
+    if not error:
+        return "no error recorded in LastUpdate"
+    return f"{error.get('ErrorCode', '?')}: {error.get('ErrorMessage', '')}"
+
+
+def wait_until_available(
+    mwaa: Any,
+    name: str,
+    *,
+    since: Any,
+    poll_s: float = 30.0,
+    timeout_s: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Poll GetEnvironment until the update started after ``since`` succeeded; raise quoting LastUpdate's error.
+
+    :param mwaa: boto3 MWAA client
+    :param name: environment name
+    :param since: LastUpdate.CreatedAt before our UpdateEnvironment call (None when there was none)
+    :param poll_s: seconds between polls
+    :param timeout_s: give up after this long
+    :param sleep: injectable sleep
+    :param clock: injectable monotonic clock
+    :param log: where progress lines go
+    """
+    start = clock()
+    seen_updating = False
+    last_line = ""
+    while True:
+        env = mwaa.get_environment(Name=name)["Environment"]
+        status = env.get("Status", "?")
+        last = env.get("LastUpdate", {})
+        ours = seen_updating or (last.get("CreatedAt") is not None and last.get("CreatedAt") != since)
+        seen_updating = seen_updating or status == "UPDATING"
+        elapsed = clock() - start
+        line = f"  [{elapsed:6.0f}s] {name}: {status}  (last update: {last.get('Status', '-')})"
+        if line.split("]", 1)[1] != last_line:
+            log(line)
+            last_line = line.split("]", 1)[1]
+        # An environment that starts from UPDATE_FAILED still reports it until our update begins.
+        stale_failure = status == "UPDATE_FAILED" and not ours
+        if (status in FAILED_STATES and not stale_failure) or (ours and last.get("Status") == "FAILED"):
+            raise DeployError(
+                f"MWAA environment {name} update failed ({status}); LastUpdate error: {_last_update_error(env)}. "
+                "MWAA rolls back to the previous versions; fix the artifact and deploy again."
+            )
+        if status == "AVAILABLE" and ours and last.get("Status", "SUCCESS") == "SUCCESS":
+            log(f"  {name} is AVAILABLE after {elapsed:.0f}s")
+            return env
+        if elapsed >= timeout_s:
+            raise DeployError(f"MWAA environment {name}: still {status} after {timeout_s:.0f}s (timeout_s)")
+        sleep(poll_s)
+
+
+def update_environment(
+    mwaa: Any,
+    s3: Any,
+    *,
+    name: str,
+    bucket: str,
+    artifacts: list[Artifact],
+    wait: bool = True,
+    force: bool = False,
+    poll_s: float = 30.0,
+    timeout_s: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> UpdateResult:
+    """Publish changed artifacts and point the environment at their versions.
+
+    :param mwaa: boto3 MWAA client
+    :param s3: boto3 S3 client
+    :param name: MWAA environment name
+    :param bucket: its source bucket
+    :param artifacts: requirements / plugins / startup script to publish
+    :param wait: wait until AVAILABLE
+    :param force: call UpdateEnvironment even when the versions are unchanged
+    :param poll_s: seconds between status polls
+    :param timeout_s: give up waiting after this long
+    :param sleep: injectable sleep
+    :param clock: injectable monotonic clock
+    :param log: where lines go
+    """
+    kinds = [a.kind for a in artifacts]
+    if len(set(kinds)) != len(kinds):
+        raise DeployError(f"artifacts: each kind at most once, got {kinds}")
+    env = mwaa.get_environment(Name=name)["Environment"]
+    status = env.get("Status", "?")
+    if status not in READY_TO_UPDATE:
+        raise DeployError(f"MWAA environment {name} is {status}; wait until it is AVAILABLE, then deploy again")
+    source_arn = env.get("SourceBucketArn", "")
+    if source_arn and source_arn.split(":::", 1)[-1] != bucket:
+        raise DeployError(f"bucket: {bucket!r} is not environment {name}'s source bucket ({source_arn})")
+
+    log(f"update {name} ({env.get('AirflowVersion', '?')}, {status})")
+    published = tuple(publish(s3, bucket, a, log) for a in artifacts)
+    previous = {a.kind: (env.get(_FIELDS[a.kind][0]), env.get(_FIELDS[a.kind][1])) for a in artifacts}
+    request: dict[str, Any] = {"Name": name}
+    differs = False
+    for pub in published:
+        path_field, version_field = _FIELDS[pub.artifact.kind]
+        request[path_field] = pub.artifact.key
+        request[version_field] = pub.version_id
+        if (env.get(path_field), env.get(version_field)) != (pub.artifact.key, pub.version_id):
+            differs = True
+            old = previous[pub.artifact.kind][1] or "-"
+            log(f"  {pub.artifact.kind:<15} {old} -> {pub.version_id}")
+    if not differs and not force:
+        log(f"  {name} already runs these versions: no update")
+        return UpdateResult(published, False, previous, status)
+
+    since = env.get("LastUpdate", {}).get("CreatedAt")
+    mwaa.update_environment(**request)
+    log(f"  UpdateEnvironment sent; rollback: airflow-mlops deploy rollback --environment {name} "
+        + " ".join(f"--{k.replace('_', '-')}-version {v[1]}" for k, v in previous.items() if v[1]))
+    if not wait:
+        return UpdateResult(published, True, previous, "UPDATING")
+    final = wait_until_available(
+        mwaa, name, since=since, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep, clock=clock, log=log
+    )
+    return UpdateResult(published, True, previous, final.get("Status", "?"))
+
+
+def rollback(
+    mwaa: Any,
+    *,
+    name: str,
+    versions: dict[str, str],
+    wait: bool = True,
+    poll_s: float = 30.0,
+    timeout_s: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Point the environment back at earlier object versions of the same keys.
+
+    :param mwaa: boto3 MWAA client
+    :param name: environment name
+    :param versions: VersionId per kind (``requirements``, ``plugins``, ``startup_script``)
+    :param wait: wait until AVAILABLE
+    :param poll_s: seconds between polls
+    :param timeout_s: give up after this long
+    :param sleep: injectable sleep
+    :param clock: injectable clock
+    :param log: where lines go
+    """
+    if not versions:
+        raise DeployError("versions: give at least one of requirements, plugins, startup_script")
+    env = mwaa.get_environment(Name=name)["Environment"]
+    request: dict[str, Any] = {"Name": name}
+    for kind, version in versions.items():
+        if kind not in _FIELDS:
+            raise DeployError(f"versions: {kind!r} is not one of {', '.join(_FIELDS)}")
+        path_field, version_field = _FIELDS[kind]
+        if not env.get(path_field):
+            raise DeployError(f"environment {name} has no {path_field}; nothing to roll back for {kind}")
+        request[path_field] = env[path_field]
+        request[version_field] = version
+        log(f"  rollback {kind:<15} {env.get(version_field, '-')} -> {version}")
+    since = env.get("LastUpdate", {}).get("CreatedAt")
+    mwaa.update_environment(**request)
+    if not wait:
+        return env
+    return wait_until_available(
+        mwaa, name, since=since, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep, clock=clock, log=log
+    )
+
+
+def _rest(mwaa: Any, name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    if len(path) > MAX_REST_PATH:
+        raise DeployError(f"smoke: REST path {path!r} is longer than {MAX_REST_PATH} characters (API limit)")
+    kwargs: dict[str, Any] = {"Name": name, "Method": method, "Path": path}
+    if body is not None:
+        kwargs["Body"] = body
+    resp = mwaa.invoke_rest_api(**kwargs)
+    code = resp.get("RestApiStatusCode", 0)
+    if code >= 400:
+        raise DeployError(f"smoke: {method} {path} -> HTTP {code}: {resp.get('RestApiResponse')}")
+    return resp.get("RestApiResponse")
+
+
+def smoke_run(
+    mwaa: Any,
+    *,
+    name: str,
+    dag_id: str,
+    run_id: str,
+    poll_s: float = 15.0,
+    timeout_s: float = 1800.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Unpause and trigger a smoke DAG through mwaa InvokeRestApi (Airflow REST API) and wait for its result.
+
+    :param mwaa: boto3 MWAA client
+    :param name: environment name
+    :param dag_id: the smoke DAG
+    :param run_id: DAG run id to create (short: the REST path is limited to 64 characters)
+    :param poll_s: seconds between polls
+    :param timeout_s: give up after this long
+    :param sleep: injectable sleep
+    :param clock: injectable clock
+    :param log: where lines go
+    """
+    run_path = f"/dags/{dag_id}/dagRuns/{run_id}"
+    if len(run_path) > MAX_REST_PATH:
+        raise DeployError(f"run_id/dag_id: {run_path!r} exceeds the {MAX_REST_PATH}-character REST path limit")
+    _rest(mwaa, name, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    _rest(mwaa, name, "POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+    log(f"smoke: triggered {dag_id} run {run_id}")
+    start = clock()
+    state = ""
+    while True:
+        run = _rest(mwaa, name, "GET", run_path) or {}
+        new_state = run.get("state", "?")
+        if new_state != state:
+            log(f"  [{clock() - start:6.0f}s] {dag_id} {run_id}: {new_state}")
+            state = new_state
+        if state == "success":
+            return state
+        if state == "failed":
+            raise DeployError(f"smoke: {dag_id} run {run_id} failed; see its task logs in the Airflow UI")
+        if clock() - start >= timeout_s:
+            raise DeployError(f"smoke: {dag_id} run {run_id} still {state} after {timeout_s:.0f}s")
+        sleep(poll_s)
