@@ -160,6 +160,10 @@ class MlopsStepOperator(BaseOperator):
         config = load_config()
         ti = context["ti"]
         dag_id, task_id, run_id = ti.dag_id, ti.task_id, ti.run_id
+        map_index = getattr(ti, "map_index", -1)
+        if map_index is not None and map_index >= 0:
+            # Mapped instances (a hyperparameter fan-out) each get their own checkpoints, result, MLflow run and Job.
+            task_id = f"{task_id}.{map_index}"
         try_number = int(ti.try_number or 1)
         root = config.artifact_root
         connection_namespace = self._connection_namespace(config) if runtime == "kubernetes" else None

@@ -186,3 +186,17 @@ def test_torch_trainer_runs_distributed_data_parallel_across_two_processes(tmp_p
     runs = client.search_runs(["0"])
     assert len(runs) == 1, "only rank 0 logs to MLflow"
     assert runs[0].data.tags["mlops.world_size"] == "2"
+
+
+@pytest.mark.slow
+def test_mapped_instances_get_their_own_result_and_output(airflow_db: Path, mlops_home: Path) -> None:
+    from tests.dagfiles import load_dag
+
+    run = load_dag("mapped_steps_test").test()
+    tis = sorted(run.get_task_instances(), key=lambda ti: ti.map_index)
+    assert [(ti.map_index, str(ti.state)) for ti in tis] == [(0, "success"), (1, "success")]
+    results = [ti.xcom_pull(task_ids="prepare", map_indexes=ti.map_index) for ti in tis]
+    assert results[0]["rows"]["test"] != results[1]["rows"]["test"]  # each instance ran with its own args
+    runs_dir = mlops_home / "artifacts" / "runs" / "mapped_steps_test"
+    task_dirs = sorted(p.name for p in runs_dir.glob("*/*") if p.is_dir())
+    assert task_dirs == ["prepare.0", "prepare.1"], task_dirs
