@@ -344,3 +344,55 @@ def decide(policy: PromotionPolicy, challenger: Candidate, champion: Candidate |
     return Decision(promote=not failed, reasons=tuple(failed + passed), challenger_version=challenger.version,
                     champion_version=champion.version if champion else None, primary=primary,
                     policy=policy.to_dict())
+
+
+@dataclass(frozen=True)
+class RegistryWait:
+    """What a registry sensor waits for: a new version of a model, or an alias on a version meeting a condition.
+
+    :param model_name: registered model name.
+    :param alias: wait for this alias (None: wait for a new version).
+    :param newer_than: the version must be numerically greater than this one (None: any version).
+    :param required_tags: tags the version must carry with exactly these values, e.g. ``{"mlops.decision": "promote"}``.
+    """
+
+    model_name: str
+    alias: str | None = None
+    newer_than: str | None = None
+    required_tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise SpecError("RegistryWait.model_name", "a registered model name", self.model_name)
+        if self.newer_than is not None and not str(self.newer_than).isdigit():
+            raise SpecError("RegistryWait.newer_than", "a version number or None", self.newer_than)
+        if self.required_tags and self.alias is None:
+            raise SpecError("RegistryWait.required_tags", "only with an alias (tags are checked on the version the "
+                            "alias points to)", dict(self.required_tags))
+        object.__setattr__(self, "required_tags", dict(self.required_tags))
+
+    def describe(self) -> str:
+        """What is awaited, in words."""
+        newer = f" newer than v{self.newer_than}" if self.newer_than is not None else ""
+        if self.alias is None:
+            return f"a version of {self.model_name}{newer}"
+        tags = f" tagged {dict(self.required_tags)}" if self.required_tags else ""
+        return f"{self.model_name}@{self.alias} on a version{newer}{tags}"
+
+    def evaluate(self, state: Mapping[str, Any]) -> tuple[bool, str]:
+        """(met, what was seen) for a registry state ``{exists, latest_version, alias_version, alias_tags}``."""
+        if not state.get("exists"):
+            return False, f"model {self.model_name} does not exist yet"
+        newer = int(self.newer_than) if self.newer_than is not None else None
+        if self.alias is None:
+            latest = state.get("latest_version")
+            seen = f"latest version v{latest}" if latest is not None else "no versions yet"
+            return latest is not None and (newer is None or int(latest) > newer), seen
+        version = state.get("alias_version")
+        if version is None:
+            return False, f"{self.model_name}@{self.alias} is unset"
+        tags = state.get("alias_tags") or {}
+        shown = {k: tags.get(k) for k in self.required_tags}
+        seen = f"{self.model_name}@{self.alias} -> v{version}" + (f" with tags {shown}" if shown else "")
+        met = (newer is None or int(version) > newer) and all(tags.get(k) == v for k, v in self.required_tags.items())
+        return met, seen

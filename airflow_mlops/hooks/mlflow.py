@@ -612,6 +612,21 @@ class MlflowHook(BaseHook):
         self.log.info("copied %s to %s version %s", source, dst_name, copied.version)
         return self.wait_until_ready(dst_name, str(copied.version))
 
+    def registry_state(self, name: str, alias: str | None = None) -> dict[str, Any]:
+        """What a registry sensor looks at: does the model exist, its latest version, the alias and its tags."""
+        try:
+            model = self.get_registered_model(name)
+        except UnknownModelError:
+            return {"exists": False}
+        client = self.get_client()
+        numbers = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+        state: dict[str, Any] = {"exists": True, "latest_version": str(max(numbers)) if numbers else None}
+        if alias is not None:
+            version = (getattr(model, "aliases", None) or {}).get(alias)
+            state["alias_version"] = str(version) if version is not None else None
+            state["alias_tags"] = dict(client.get_model_version(name, str(version)).tags) if version else {}
+        return state
+
     def model_version_url(self, name: str, version: str) -> str | None:
         """Where a person opens the model version in the MLflow UI."""
         base = self.settings.get("ui_url")

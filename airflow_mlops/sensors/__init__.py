@@ -1,0 +1,1 @@
+"""Sensors: wait for registry (and later rollout) conditions, deferrable by default."""

@@ -1,0 +1,1 @@
+"""Triggers: deferrable waits that run in the triggerer."""
