@@ -1,0 +1,266 @@
+"""MWAA environment update: real boto3 S3 against a moto server (versioned bucket); MWAA through botocore's Stubber.
+
+moto has no MWAA, so the MWAA client is stubbed; the Stubber validates every request and response against the
+real MWAA service model, so a misspelt field or a wrong type fails the test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_mlops.deploy import DeployError
+from airflow_mlops.deploy.update import Artifact, rollback, smoke_run, update_environment
+from tests.integration.test_deploy_sync import moto_endpoint  # noqa: F401  # the shared moto server fixture
+
+BUCKET = "mwaa-env-bucket"
+ENV = "mlops-prod"
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+T1 = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    yield client
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
+        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+@pytest.fixture
+def mwaa() -> Iterator[Any]:
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("mwaa", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        client.stub = stub  # type: ignore[attr-defined]
+        yield client
+        stub.assert_no_pending_responses()
+
+
+def _env(status: str, *, req: str | None = None, plugins: str | None = None, last: dict[str, Any] | None = None):
+    env: dict[str, Any] = {
+        "Name": ENV,
+        "Status": status,
+        "AirflowVersion": "3.3.1",
+        "SourceBucketArn": f"arn:aws:s3:::{BUCKET}",
+        "DagS3Path": "dags",
+        "LastUpdate": last or {"Status": "SUCCESS", "CreatedAt": T0},
+    }
+    if req:
+        env.update(RequirementsS3Path="requirements.txt", RequirementsS3ObjectVersion=req)
+    if plugins:
+        env.update(PluginsS3Path="plugins.zip", PluginsS3ObjectVersion=plugins)
+    return {"Environment": env}
+
+
+def _artifacts(tmp_path: Path, req: str = "apache-airflow-providers-amazon==9.39.0\n") -> list[Artifact]:
+    (tmp_path / "requirements.txt").write_text(req)
+    (tmp_path / "plugins.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    return [Artifact("requirements", tmp_path / "requirements.txt", "requirements.txt"),
+            Artifact("plugins", tmp_path / "plugins.zip", "plugins.zip")]
+
+
+class FakeClock:
+    """Deterministic time for the wait loop: sleep advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_first_update_uploads_wires_versions_and_waits(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    from botocore.stub import ANY
+
+    arts = _artifacts(tmp_path)
+    stub = mwaa.stub
+    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
+    stub.add_response(
+        "update_environment",
+        {"Arn": f"arn:aws:airflow:us-east-1:123456789012:environment/{ENV}"},
+        {"Name": ENV, "RequirementsS3Path": "requirements.txt", "RequirementsS3ObjectVersion": ANY,
+         "PluginsS3Path": "plugins.zip", "PluginsS3ObjectVersion": ANY},
+    )
+    # Right after the call MWAA may still report the old state: that is not success yet.
+    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
+    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
+    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
+    stub.add_response("get_environment", _env("AVAILABLE", last={"Status": "SUCCESS", "CreatedAt": T1}), {"Name": ENV})
+    clock, lines = FakeClock(), []
+    result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, poll_s=30, sleep=clock.sleep,
+                                clock=clock, log=lines.append)
+    assert result.updated and result.status == "AVAILABLE"
+    assert all(p.uploaded for p in result.published)
+    # The versions sent are the S3 object versions the upload created.
+    s3_versions = {k: s3.head_object(Bucket=BUCKET, Key=k)["VersionId"] for k in ("requirements.txt", "plugins.zip")}
+    assert {p.artifact.key: p.version_id for p in result.published} == s3_versions
+    assert clock.sleeps == [30, 30, 30]
+    assert any("UPDATING" in line for line in lines) and lines[-1] == f"  {ENV} is AVAILABLE after 90s"
+
+
+def test_unchanged_artifacts_upload_nothing_and_skip_the_update(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    from airflow_mlops.deploy.update import publish
+
+    arts = _artifacts(tmp_path)
+    # What an earlier deploy left: the same content already in S3, and the environment on those versions.
+    versions = {a.kind: publish(s3, BUCKET, a, log=lambda _: None).version_id for a in arts}
+    puts: list[str] = []
+    s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    for _ in range(2):
+        mwaa.stub.add_response(
+            "get_environment", _env("AVAILABLE", req=versions["requirements"], plugins=versions["plugins"]),
+            {"Name": ENV},
+        )
+        result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, log=lambda _: None)
+        assert result.updated is False and puts == [] and not any(p.uploaded for p in result.published)
+        assert {p.artifact.kind: p.version_id for p in result.published} == versions
+
+
+def test_one_changed_artifact_uploads_one_and_updates(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    from airflow_mlops.deploy.update import publish
+
+    arts = _artifacts(tmp_path)
+    old = {a.kind: publish(s3, BUCKET, a, log=lambda _: None).version_id for a in arts}
+    (tmp_path / "requirements.txt").write_text("apache-airflow-providers-amazon==9.39.0\nmlflow-skinny==3.17.2\n")
+    puts: list[str] = []
+    s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+
+    captured: dict[str, Any] = {}
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        captured.update(params)
+
+    mwaa.meta.events.register("provide-client-params.mwaa.UpdateEnvironment", capture)
+    stub = mwaa.stub
+    stub.add_response("get_environment", _env("AVAILABLE", req=old["requirements"], plugins=old["plugins"]),
+                      {"Name": ENV})
+    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"})
+    result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, wait=False, log=lambda _: None)
+    assert puts == ["requirements.txt"]
+    new_req = s3.head_object(Bucket=BUCKET, Key="requirements.txt")["VersionId"]
+    assert new_req != old["requirements"]
+    assert captured["RequirementsS3ObjectVersion"] == new_req
+    assert captured["PluginsS3ObjectVersion"] == old["plugins"]  # unchanged plugins keep their version
+    assert result.previous == {"requirements": ("requirements.txt", old["requirements"]),
+                               "plugins": ("plugins.zip", old["plugins"])}
+
+
+def test_failed_update_quotes_last_update_error(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    arts = _artifacts(tmp_path)
+    stub = mwaa.stub
+    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
+    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"})
+    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
+    error = {"ErrorCode": "INCORRECT_CONFIGURATION",
+             "ErrorMessage": "requirements.txt: ResolutionImpossible: apache-airflow-providers-amazon==9.99.0"}
+    stub.add_response(
+        "get_environment",
+        _env("AVAILABLE", last={"Status": "FAILED", "CreatedAt": T1, "Error": error}),
+        {"Name": ENV},
+    )
+    clock = FakeClock()
+    with pytest.raises(DeployError, match=r"INCORRECT_CONFIGURATION: requirements\.txt: ResolutionImpossible"):
+        update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, sleep=clock.sleep, clock=clock,
+                           log=lambda _: None)
+
+
+def test_wait_times_out(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    arts = _artifacts(tmp_path)
+    stub = mwaa.stub
+    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
+    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"})
+    for _ in range(3):
+        stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}))
+    clock = FakeClock()
+    with pytest.raises(DeployError, match="still UPDATING after 60s"):
+        update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, poll_s=30, timeout_s=60,
+                           sleep=clock.sleep, clock=clock, log=lambda _: None)
+
+
+def test_refuses_busy_environment_and_wrong_bucket(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    arts = _artifacts(tmp_path)
+    mwaa.stub.add_response("get_environment", _env("UPDATING"), {"Name": ENV})
+    with pytest.raises(DeployError, match="is UPDATING; wait until it is AVAILABLE"):
+        update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, log=lambda _: None)
+    mwaa.stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
+    with pytest.raises(DeployError, match="not environment mlops-prod's source bucket"):
+        update_environment(mwaa, s3, name=ENV, bucket="other-bucket", artifacts=arts, log=lambda _: None)
+
+
+def test_unversioned_bucket_is_refused(mwaa: Any, s3: Any, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket="plain-bucket")
+    try:
+        env = _env("AVAILABLE")
+        env["Environment"]["SourceBucketArn"] = "arn:aws:s3:::plain-bucket"
+        mwaa.stub.add_response("get_environment", env, {"Name": ENV})
+        with pytest.raises(DeployError, match="versioning is off"):
+            update_environment(mwaa, s3, name=ENV, bucket="plain-bucket", artifacts=_artifacts(tmp_path),
+                               log=lambda _: None)
+    finally:
+        for obj in s3.list_objects_v2(Bucket="plain-bucket").get("Contents", []):
+            s3.delete_object(Bucket="plain-bucket", Key=obj["Key"])
+        s3.delete_bucket(Bucket="plain-bucket")
+
+
+def test_rollback_sends_previous_versions(mwaa: Any) -> None:
+    stub = mwaa.stub
+    stub.add_response("get_environment", _env("AVAILABLE", req="v2", plugins="p2"), {"Name": ENV})
+    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"},
+                      {"Name": ENV, "RequirementsS3Path": "requirements.txt", "RequirementsS3ObjectVersion": "v1"})
+    stub.add_response("get_environment", _env("AVAILABLE", req="v1", plugins="p2",
+                                              last={"Status": "SUCCESS", "CreatedAt": T1}), {"Name": ENV})
+    env = rollback(mwaa, name=ENV, versions={"requirements": "v1"}, sleep=lambda _: None, log=lambda _: None)
+    assert env["RequirementsS3ObjectVersion"] == "v1"
+
+
+def test_smoke_run_triggers_and_waits(mwaa: Any) -> None:
+    stub = mwaa.stub
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"is_paused": False}},
+                      {"Name": ENV, "Method": "PATCH", "Path": "/dags/mlops_smoke", "Body": {"is_paused": False}})
+    stub.add_response(
+        "invoke_rest_api",
+        {"RestApiStatusCode": 200, "RestApiResponse": {"dag_run_id": "smoke-1", "state": "queued"}},
+        {"Name": ENV, "Method": "POST", "Path": "/dags/mlops_smoke/dagRuns",
+         "Body": {"dag_run_id": "smoke-1", "logical_date": None}},
+    )
+    for state in ("queued", "running", "success"):
+        stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": state}},
+                          {"Name": ENV, "Method": "GET", "Path": "/dags/mlops_smoke/dagRuns/smoke-1"})
+    lines: list[str] = []
+    assert smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-1", sleep=lambda _: None,
+                     log=lines.append) == "success"
+    assert [ln.split(": ")[-1] for ln in lines[1:]] == ["queued", "running", "success"]
+
+
+def test_smoke_run_failure_and_http_error(mwaa: Any) -> None:
+    stub = mwaa.stub
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 404, "RestApiResponse": {"detail": "DAG not found"}})
+    with pytest.raises(DeployError, match="HTTP 404"):
+        smoke_run(mwaa, name=ENV, dag_id="nope", run_id="smoke-1", sleep=lambda _: None, log=lambda _: None)
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {}})
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {}})
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": "failed"}})
+    with pytest.raises(DeployError, match="failed"):
+        smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-2", sleep=lambda _: None, log=lambda _: None)
+    with pytest.raises(DeployError, match="64-character"):
+        smoke_run(mwaa, name=ENV, dag_id="d" * 40, run_id="r" * 20, log=lambda _: None)
