@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 
-.PHONY: venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui lint-infra clean
+.PHONY: checks-env venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui lint-infra clean
 
 venv: $(STAMP)
 
@@ -35,13 +35,18 @@ contracts: venv
 	$(BIN)/lint-imports
 
 # pytest exit code 5 ("no tests collected") is a failure here, never a silent pass.
-pytest: venv
+pytest: venv checks-env
 	$(BIN)/python -m pytest tests --ignore=tests/benchmarks; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test: lint typecheck contracts pytest
 
-demo: venv
+# The pinned deepchecks venv (airflow_mlops/runtime/checks.lock.txt), cached by the lock's hash under
+# ~/.cache/airflow-mlops/venvs: built once (about a minute), then a no-op.
+checks-env: venv
+	$(BIN)/python -m airflow_mlops.runtime.checks_env
+
+demo: venv checks-env
 	@mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/python scripts/demo.py
 

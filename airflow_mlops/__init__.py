@@ -20,5 +20,6 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": [
             "airflow_mlops.links.mlflow.MlflowRunLink",
+            "airflow_mlops.links.checks.CheckReportLink",
         ],
     }

@@ -15,6 +15,7 @@ from airflow_mlops.core.lineage import check_artifact_root
 from airflow_mlops.core.step import check_runtime
 
 DEFAULT_IMAGE = "airflow-mlops/trainer:0.1.0"
+DEFAULT_CHECKS_IMAGE = "airflow-mlops/checks:0.1.0"
 
 #: Variable name -> (default, what it selects). The README's settings table is generated from this.
 SETTINGS: Mapping[str, tuple[str, str]] = {
@@ -28,6 +29,10 @@ SETTINGS: Mapping[str, tuple[str, str]] = {
                                 "`username`/`password` keys); empty: none"),
     "mlops_deferrable": ("true", "defer while pods run (frees the worker slot)"),
     "mlops_git_sha": ("", "git sha recorded on runs (CI sets it on deploy); empty: `git rev-parse` if possible"),
+    "mlops_checks_image": (DEFAULT_CHECKS_IMAGE, "image for data/model checks on Kubernetes (pinned deepchecks; "
+                                                 "`docker/checks.Dockerfile`)"),
+    "mlops_checks_python": ("", "interpreter for checks on the local runtime; empty: the venv built from the "
+                                "checks lock, cached under `~/.cache/airflow-mlops`"),
 }
 
 
@@ -50,6 +55,8 @@ class MlopsConfig:
     mlflow_secret: str | None
     deferrable: bool
     git_sha: str | None
+    checks_image: str = DEFAULT_CHECKS_IMAGE
+    checks_python: str | None = None
 
     @classmethod
     def resolve(cls, lookup: Callable[[str], str | None], env: Mapping[str, str] | None = None) -> MlopsConfig:
@@ -73,4 +80,6 @@ class MlopsConfig:
             mlflow_secret=get("mlops_mlflow_secret") or None,
             deferrable=deferrable in ("true", "1", "yes"),
             git_sha=get("mlops_git_sha") or None,
+            checks_image=get("mlops_checks_image"),
+            checks_python=get("mlops_checks_python") or None,
         )
