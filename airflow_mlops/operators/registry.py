@@ -26,15 +26,16 @@ CHECK_TAG = "mlops.check"
 
 
 def model_alias_asset(model_name: str, alias: str) -> Asset:
-    """The Asset a promotion of ``model_name@alias`` emits: ``mlflow://<model>@<alias>``.
+    """The Asset a promotion of ``model_name@alias`` emits: ``mlflow://<model>@<alias>/``.
 
-    Airflow 3 keeps custom schemes as given (lower-case scheme, no ``airflow`` scheme, fragment dropped); the
-    model name is percent-quoted so names with spaces stay one URI authority.
+    Airflow 3 normalises Asset URIs (lower-case scheme, ``airflow`` reserved, fragment dropped, an empty path
+    becomes ``/``), so the URI is written in that normal form; the model name and alias are percent-quoted so a
+    name with spaces or ``/`` stays one URI authority.
     """
     if not model_name or "{{" in model_name:
         raise SpecError("model_alias_asset.model_name", "a literal model name (Asset URIs are fixed at parse time)",
                         model_name)
-    return Asset(uri=f"{ASSET_SCHEME}://{quote(model_name, safe='')}@{quote(alias, safe='')}",
+    return Asset(uri=f"{ASSET_SCHEME}://{quote(model_name, safe='')}@{quote(alias, safe='')}/",
                  name=f"{model_name}@{alias}", group="mlflow-model")
 
 
