@@ -17,9 +17,10 @@ FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG AIRFLOW_VERSION
 ARG PYTHON_VERSION
-# The official constraints file for this Airflow and Python, as MWAA applies it to requirements.txt. An empty
-# value installs without constraints (the constraints file's own "step 2" for packages newer than it pins).
-ARG CONSTRAINTS_URL=https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_VERSION}.txt
+# The constraints file the MWAA bundle ships (vendored in the package, see its header), so this image resolves
+# exactly what `airflow-mlops deploy bundle` tells MWAA to install. A URL (e.g. the official constraints file) or
+# an empty value (no constraints) can be given instead.
+ARG CONSTRAINTS=/tmp/constraints/constraints-${AIRFLOW_VERSION}-py${PYTHON_VERSION}.txt
 # "local": full MLflow (SQLite store) and the steps' libraries, for `mlops_runtime=local`. Empty: the package's
 # core dependencies only, which is what an MWAA environment that runs steps on Kubernetes needs.
 ARG EXTRAS=local
@@ -28,9 +29,10 @@ ARG EXTRAS=local
 # dependency can move Airflow itself. DL3013: the other target is that wheel; what it pulls in, the constraints pin.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/tmp/dist,target=/tmp/dist \
+    --mount=type=bind,source=airflow_mlops/deploy/constraints,target=/tmp/constraints \
     whl="$(echo /tmp/dist/airflow_mlops-*-py3-none-any.whl)" \
     && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "${whl}${EXTRAS:+[${EXTRAS}]}" \
-        ${CONSTRAINTS_URL:+--constraint "${CONSTRAINTS_URL}"} \
+        ${CONSTRAINTS:+--constraint "${CONSTRAINTS}"} \
     && pip check \
     && AIRFLOW_HOME=/tmp/airflow-check airflow providers list -o plain | grep '^airflow-mlops' >/dev/null \
     && rm -rf /tmp/airflow-check
