@@ -225,8 +225,12 @@ def label(check: Mapping[str, Any]) -> str:
     return f"{check.get('name')} [{dataset}]" if dataset else str(check.get("name"))
 
 
-def verdict(checks: Sequence[Mapping[str, Any]]) -> Verdict:
-    """Read the step's per-check records (``name``, ``status``, ``conditions``, ``error``)."""
+def verdict(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) -> Verdict:
+    """Read the step's per-check records (``name``, ``status``, ``conditions``, ``error``).
+
+    :param fail_on_warning: count conditions in deepchecks' WARN category as failures (as the step did).
+    """
+    fail_categories = (*FAIL_CATEGORIES, "WARN") if fail_on_warning else FAIL_CATEGORIES
     failed, failed_conditions, warnings = [], [], []
     for check in checks:
         name = label(check)
@@ -235,7 +239,7 @@ def verdict(checks: Sequence[Mapping[str, Any]]) -> Verdict:
             details = str(cond.get("details") or "no details")
             details = details if len(details) <= 240 else details[:237] + "..."
             text = f"{name}: {cond.get('name')} ({details})"
-            if cond.get("category") in FAIL_CATEGORIES:
+            if cond.get("category") in fail_categories:
                 failed_conditions.append(text)
             elif cond.get("category") == "WARN":
                 warnings.append(text)
@@ -267,12 +271,13 @@ def key_values_text(values: Mapping[str, Any] | None, limit: int = 3, width: int
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def format_table(checks: Sequence[Mapping[str, Any]]) -> str:
+def format_table(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) -> str:
     """A fixed-width table: check | status | conditions | key values, one line per check."""
+    fail_categories = (*FAIL_CATEGORIES, "WARN") if fail_on_warning else FAIL_CATEGORIES
     rows = [("check", "status", "conditions", "key values")]
     for check in checks:
         conds = check.get("conditions") or ()
-        failing = [c for c in conds if c.get("category") in FAIL_CATEGORIES]
+        failing = [c for c in conds if c.get("category") in fail_categories]
         if check.get("status") == NOT_RUN:
             cond_text = "-"
         elif not conds:

@@ -61,6 +61,8 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
     :param feature_importance_uri: optional JSON ``{feature: importance}`` (templated).
     :param n_samples: sample each dataset to at most this many rows (fixed seed) before checking.
     :param seed: sampling seed.
+    :param fail_on_warning: conditions in deepchecks' WARN category fail their check too (default: a gate is
+        strict; deepchecks' default suites rate e.g. 13% duplicate rows only a warning).
     :param gate: ``fail`` (task fails listing failed conditions), ``skip_downstream`` (downstream tasks are
         skipped, this task succeeds with its XCom), ``warn`` (success, warnings in the log). Templated.
     :param mlflow_run_id: attach the report and result JSON to this MLflow run (templated); empty: no MLflow.
@@ -82,7 +84,7 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
                  cat_features: Sequence[str] | None = None, index_column: str | None = None,
                  datetime_column: str | None = None, train_predictions_uri: str | None = None,
                  test_predictions_uri: str | None = None, feature_importance_uri: str | None = None,
-                 n_samples: int | None = None, seed: int = 42, gate: str = "fail",
+                 n_samples: int | None = None, seed: int = 42, gate: str = "fail", fail_on_warning: bool = True,
                  mlflow_run_id: str | None = None, mlflow_conn_id: str | None = None,
                  step_name: str | None = None, compute: GpuSpec | Mapping[str, Any] | None = None,
                  timeout_seconds: int = 3600, **kwargs: Any) -> None:
@@ -117,6 +119,7 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
         self.feature_importance_uri = feature_importance_uri
         self.n_samples = n_samples
         self.seed = seed
+        self.fail_on_warning = fail_on_warning
         self.gate = gate
         self.mlflow_run_id = mlflow_run_id
         self.mlflow_conn_id = mlflow_conn_id
@@ -142,7 +145,8 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
         for flag, value in optional.items():
             if value is not None and (value != "" or flag == "--cat-features"):
                 args += [flag, value]
-        return [*args, "--seed", str(self.seed)]
+        args += ["--seed", str(self.seed)]
+        return [*args, "--fail-on-warning"] if self.fail_on_warning else args
 
     def plan(self, context: Context, runtime: str) -> StepPlan:
         plan = super().plan(context, runtime)
@@ -177,10 +181,11 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
                         image_digest: str | None) -> dict[str, Any]:
         gate = check_gate(self.gate)  # rendered now
         records = result.get("checks") or []
-        seen = verdict(records)
+        strict = bool(result.get("fail_on_warning"))
+        seen = verdict(records, fail_on_warning=strict)
         self.log.info("checks (%s), gate %s:\n%s", " + ".join(result.get("suites", []) +
                                                                result.get("checks_requested", [])),
-                      gate, format_table(records))
+                      gate, format_table(records, fail_on_warning=strict))
         report_uri, json_uri = result.get("report_uri"), result.get("json_uri")
         if report_uri:
             url = report_url(report_uri)

@@ -58,6 +58,7 @@ class ChecksConfig:
     feature_importance_uri: str = ""
     n_samples: int | None = None
     seed: int = 42
+    fail_on_warning: bool = False
     output_uri: str | None = None
     result_uri: str | None = None
 
@@ -92,13 +93,15 @@ def camel(name: str) -> str:
 
 def check_names(cfg: ChecksConfig) -> None:
     """Suite, check and condition names against deepchecks itself; BadInput names the unknown one."""
-    from deepchecks.tabular import checks as dchecks
-
     if not cfg.suites and not cfg.checks:
         raise BadInput(f"nothing to run: give --suite (one of {list(SUITE_NAMES)}) or --checks")
     for suite in cfg.suites:
         if suite not in SUITE_NAMES:
             raise BadInput(f"unknown suite {suite!r}: allowed {list(SUITE_NAMES)}")
+    if not cfg.checks:
+        return
+    from deepchecks.tabular import checks as dchecks
+
     for spec in cfg.checks:
         name = spec.get("name")
         cls = getattr(dchecks, camel(str(name)), None)
@@ -303,7 +306,7 @@ def key_values(result: Any) -> dict[str, Any]:
     return out
 
 
-def record(result: Any) -> dict[str, Any]:
+def record(result: Any, fail_categories: tuple[str, ...] = ("FAIL", "ERROR")) -> dict[str, Any]:
     """The JSON record of one deepchecks CheckResult or CheckFailure."""
     from deepchecks.core.check_result import CheckFailure
 
@@ -316,7 +319,7 @@ def record(result: Any) -> dict[str, Any]:
                 "conditions": [], "key_values": {}}
     conditions = [{"name": c.name, "category": c.category.name, "details": str(c.details)}
                   for c in result.conditions_results]
-    failed = any(c["category"] in ("FAIL", "ERROR") for c in conditions)
+    failed = any(c["category"] in fail_categories for c in conditions)
     return {**base, "status": FAILED if failed else PASSED, "conditions": conditions, "key_values": key_values(result)}
 
 
@@ -353,13 +356,15 @@ def run_checks(cfg: ChecksConfig) -> dict[str, Any]:
                        y_proba_train=inputs.proba_train, y_proba_test=inputs.proba_test,
                        model_classes=inputs.model_classes)
     ran = time.perf_counter()
-    records = [record(r) for r in result.results]
+    fail_categories = ("FAIL", "ERROR", "WARN") if cfg.fail_on_warning else ("FAIL", "ERROR")
+    records = [record(r, fail_categories) for r in result.results]
     print(f"checks done in {ran - loaded:.1f}s: {sum(r['status'] == PASSED for r in records)} passed, "
           f"{sum(r['status'] == FAILED for r in records)} failed, {sum(r['status'] == NOT_RUN for r in records)} "
           "not run")
     out: dict[str, Any] = {
         "status": "ok", "suites": cfg.suites, "checks_requested": [c["name"] for c in cfg.checks],
-        "checks": records, "rows": inputs.rows, "sampled": sampled, "n_samples": cfg.n_samples, "seed": cfg.seed,
+        "checks": records, "fail_on_warning": cfg.fail_on_warning, "rows": inputs.rows, "sampled": sampled,
+        "n_samples": cfg.n_samples, "seed": cfg.seed,
         "passed": not any(r["status"] == FAILED for r in records),
         "failed_checks": sorted({r["name"] for r in records if r["status"] == FAILED}),
     }
@@ -407,6 +412,8 @@ def parse_args(argv: list[str] | None) -> ChecksConfig:
     parser.add_argument("--feature-importance-uri", default="")
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--fail-on-warning", action="store_true",
+                        help="a condition in deepchecks' WARN category fails its check too")
     args = parser.parse_args(argv)
     try:
         checks = json.loads(args.checks) if args.checks else []
@@ -422,7 +429,8 @@ def parse_args(argv: list[str] | None) -> ChecksConfig:
         cat_features=_csv(args.cat_features), index_column=args.index_column or None,
         datetime_column=args.datetime_column or None, train_predictions_uri=args.train_predictions_uri,
         test_predictions_uri=args.test_predictions_uri, feature_importance_uri=args.feature_importance_uri,
-        n_samples=args.n_samples, seed=args.seed, output_uri=env.get(contract.OUTPUT_URI),
+        n_samples=args.n_samples, seed=args.seed, fail_on_warning=args.fail_on_warning,
+        output_uri=env.get(contract.OUTPUT_URI),
         result_uri=env.get(contract.RESULT_URI),
     )
 
@@ -444,4 +452,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: with pyarrow 19 (the lock's), a process that read Parquet intermittently aborts
+    # there (std::terminate from a pool thread), turning a finished step's exit code into SIGABRT.
+    os._exit(code)
