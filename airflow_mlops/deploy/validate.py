@@ -143,6 +143,7 @@ def check_dags(
     :param python: interpreter for the probes
     :param budget_s: parse-time budget per file
     """
+    dags = dags.resolve()  # the probe runs with the DAG's folder as cwd
     files = sorted(p for p in dags.rglob("*.py") if not p.name.startswith("_") and "__pycache__" not in p.parts)
     with tempfile.TemporaryDirectory(prefix="mwaa-validate-") as home:
         return [
@@ -272,7 +273,9 @@ def resolve_requirements(bundle: Bundle, *, python: str) -> list[str]:
             check=False,
         )
     if proc.returncode != 0:
-        return [f"pip could not resolve requirements.txt with the constraints:\n{proc.stderr.strip()[-2000:]}"]
+        # Index/mirror notices drown the resolver's verdict; keep pip's errors.
+        errors = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("WARNING:"))
+        return [f"pip could not resolve requirements.txt with the constraints:\n{errors.strip()[-2000:]}"]
     return []
 
 

@@ -10,6 +10,8 @@ from airflow_mlops.deploy.bundle import Bundle, BundleSpec, build_bundle
 from airflow_mlops.deploy.validate import check_dags, validate_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each DAG file is imported in its own fresh interpreter (a few seconds each with Airflow).
+pytestmark = pytest.mark.slow
 
 GOOD = '''
 import pendulum
@@ -57,6 +59,11 @@ def test_each_problem_is_reported_per_file(dags: Path) -> None:
     assert "sloppy: no tags" in sloppy
     assert "sloppy: no owner on a, b, c" in sloppy
     assert "sloppy: retries=0 on a, b, c" in sloppy
+
+
+def test_relative_dags_folder(dags: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(dags.parent)
+    assert [r.problems for r in check_dags(Path("dags"), budget_s=30) if r.file == "good.py"] == [()]
 
 
 def test_parse_budget(dags: Path) -> None:
