@@ -70,6 +70,8 @@ class RolloutState:
     :param reason: why it was aborted.
     :param measurements: every measurement taken (the full record).
     :param strategy: the strategy's dict form (a resumed task checks it is the same rollout).
+    :param history: every traffic change (action, weight, time).
+    :param worker_seconds: time the rollout held a worker slot (the rest ran deferred).
     """
 
     owner: str
@@ -86,6 +88,7 @@ class RolloutState:
     reason: str | None = None
     measurements: tuple[Measurement, ...] = ()
     history: tuple[Mapping[str, Any], ...] = ()
+    worker_seconds: float = 0.0
     version: int = STATE_VERSION
 
     def __post_init__(self) -> None:
@@ -105,7 +108,8 @@ class RolloutState:
                 "candidate": self.candidate, "strategy": dict(self.strategy), "phase": self.phase,
                 "step": self.step, "weight": self.weight, "started_at": self.started_at,
                 "step_started_at": self.step_started_at, "approved": self.approved, "reason": self.reason,
-                "measurements": [m.to_dict() for m in self.measurements], "history": [dict(h) for h in self.history]}
+                "measurements": [m.to_dict() for m in self.measurements], "history": [dict(h) for h in self.history],
+                "worker_seconds": self.worker_seconds}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
@@ -113,7 +117,8 @@ class RolloutState:
         fields = {k: data[k] for k in ("owner", "model", "stable", "candidate", "strategy", "phase", "step",
                                        "weight", "started_at", "step_started_at", "approved", "reason")}
         return cls(**fields, measurements=tuple(Measurement.from_dict(m) for m in data.get("measurements", ())),
-                   history=tuple(data.get("history", ())), version=int(data.get("version", STATE_VERSION)))
+                   history=tuple(data.get("history", ())), worker_seconds=float(data.get("worker_seconds", 0.0)),
+                   version=int(data.get("version", STATE_VERSION)))
 
 
 # -- actions ---------------------------------------------------------------------------------------

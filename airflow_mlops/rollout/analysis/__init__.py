@@ -56,8 +56,13 @@ def make_provider(name: str, settings: Mapping[str, Any]) -> Provider:
 
 
 def measure(metric: MetricCheck, provider: Provider, backends: Mapping[str, Backend], model: str, step: int,
-            background: bool = False, now: float | None = None) -> Measurement:
-    """Take one measurement of ``metric``: the candidate's value, the stable baseline if a condition needs it."""
+            background: bool = False, now: float | None = None,
+            fallback_baseline: float | None = None) -> Measurement:
+    """Take one measurement of ``metric``: the candidate's value, the stable baseline if a condition needs it.
+
+    :param fallback_baseline: the stable value to compare with when the stable version has no data now (at
+        100% or in a blue-green preview it serves no traffic): its last measured value.
+    """
     at = time.time() if now is None else now
 
     def one(role: str) -> float | None:
@@ -72,9 +77,20 @@ def measure(metric: MetricCheck, provider: Provider, backends: Mapping[str, Back
 
     try:
         value = one("candidate")
-        baseline = one("stable") if metric.needs_baseline else None
+        baseline = None
+        if metric.needs_baseline:
+            try:
+                baseline = one("stable")
+            except ProviderUnavailable:
+                if fallback_baseline is None:
+                    raise
     except ProviderUnavailable as err:
         return Measurement(metric.name, -1 if background else step, None, None, "inconclusive", at,
                            f"{metric.provider} unavailable: {err}", background)
+    carried = metric.needs_baseline and baseline is None and fallback_baseline is not None
+    if carried:
+        baseline = fallback_baseline
     outcome, message = judge(metric, value, baseline)
+    if carried:
+        message = (message + "; " if message else "") + "stable has no traffic now: its last measured value"
     return Measurement(metric.name, -1 if background else step, value, baseline, outcome, at, message, background)

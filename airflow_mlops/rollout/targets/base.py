@@ -100,6 +100,10 @@ class RolloutTarget(abc.ABC):
         """Where this target is, for logs and records."""
         return {"kind": self.kind}
 
+    def analysis_settings(self) -> dict[str, Any]:
+        """Provider settings this target knows (e.g. the local router's URL)."""
+        return {}
+
 
 def check_target_kind(kind: str) -> str:
     """Validate a target kind (raises SpecError naming the field and the allowed values)."""

@@ -284,6 +284,9 @@ class LocalTarget(RolloutTarget):
             self._stop(record["pid"])
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def analysis_settings(self) -> dict[str, Any]:
+        return {"router_url": self.router_url}
+
     def describe(self) -> dict[str, Any]:
         record = self._read_json("router.json") or {}
         return {"kind": self.kind, "name": self.name, "root": self.root,
