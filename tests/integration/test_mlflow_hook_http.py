@@ -123,12 +123,12 @@ def test_403_is_not_retried(mlflow_server: MlflowServer, proxy: FaultProxy, monk
     from mlflow.server.auth.client import AuthServiceClient
 
     admin = connect(monkeypatch, "mlflow_admin", mlflow_server.url)
-    admin.get_client()  # exports the admin credentials for AuthServiceClient
+    admin.get_client().create_registered_model("perm_model")  # also exports admin credentials for AuthServiceClient
     AuthServiceClient(mlflow_server.url).create_user("viewer", "viewer-password-123")
     hook = connect(monkeypatch, "mlflow_viewer", proxy.url, login="viewer", password="viewer-password-123",
                    max_retries=3)
     with pytest.raises(Exception, match=r"PERMISSION_DENIED|403|Permission denied"):
-        hook.get_client().set_registered_model_alias("http_model", "champion", "1")
+        hook.get_client().set_registered_model_alias("perm_model", "champion", "1")
     assert proxy.hits["/api/2.0/mlflow/registered-models/alias"] == 1
 
 
