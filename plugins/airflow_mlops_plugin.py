@@ -30,8 +30,23 @@ def model_uri(name: str, alias_or_version: str | int) -> str:
     return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
 
 
+def inference_log_uri(model_name: str) -> str:
+    """Where the served model's captured traffic lives: the ``mlops_inference_log_uri`` Variable (``{model}`` is
+    replaced by the model name; e.g. a SageMaker Data Capture prefix), else the local router's log."""
+    import os
+
+    from airflow.sdk import Variable
+
+    from airflow_mlops.core.config import mlops_home
+
+    configured = Variable.get("mlops_inference_log_uri", default=None)
+    if configured:
+        return str(configured).replace("{model}", model_name)
+    return os.path.join(mlops_home(), "rollout", model_name, "inference.jsonl")
+
+
 class AirflowMlopsPlugin(AirflowPlugin):
     """Registers the ``airflow_mlops`` macros."""
 
     name = "airflow_mlops"
-    macros = [artifact_uri, runtime, model_uri]
+    macros = [artifact_uri, runtime, model_uri, inference_log_uri]

@@ -107,6 +107,9 @@ class GpuTrainingOperator(MlopsStepOperator):
         tags = lineage_tags(dag_id=plan.ctx.dag_id, run_id=plan.ctx.run_id, task_id=plan.ctx.task_id,
                             try_number=plan.ctx.try_number, data_version=self.data_version,
                             git_sha=plan.extra["git_sha"], image_digest=image_digest, params=self.hyperparams)
+        # Where the predictions live, so a drift monitor can find the reference for a registered version.
+        for split, uri in (result.get("predictions") or {}).items():
+            tags[f"mlops.predictions.{split}"] = str(uri)
         client = hook.get_client()
         for key, value in tags.items():
             client.set_tag(run_id, key, value)

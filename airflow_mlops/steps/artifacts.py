@@ -87,3 +87,19 @@ def read_parquet(uri: str) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(io.BytesIO(read_bytes(uri)))
+
+
+def list_files(uri: str) -> list[str]:
+    """URIs of the files at ``uri``: the file itself, or every file below a directory/prefix, sorted."""
+    from pyarrow import fs
+
+    filesystem, path = _fs(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == fs.FileType.File:
+        return [uri]
+    if info.type == fs.FileType.NotFound:
+        return []
+    base = uri.rstrip("/")
+    root = path.rstrip("/")
+    found = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+    return sorted(f"{base}/{f.path[len(root):].lstrip('/')}" for f in found if f.type == fs.FileType.File)

@@ -1,0 +1,106 @@
+"""Reference drift monitor: recent inference traffic vs the champion's training data; drift requests retraining.
+
+The same file runs on a laptop (the local router's inference log) and on MWAA (SageMaker Data Capture in S3):
+only Airflow Variables differ. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Asset, Param
+
+from airflow_mlops.operators.checks import DriftChecksOperator
+from airflow_mlops.operators.monitoring import ModelReferenceOperator
+from airflow_mlops.operators.retrain import RequestRetrainingOperator
+from airflow_mlops.operators.step import MlopsStepOperator
+
+#: The training pipeline is scheduled on this asset: an event here is a retraining request, with its reasons.
+RETRAINING_REQUESTED = Asset(name="mlops_retraining_requested", uri="mlops://retraining-requested")
+
+DOC = """
+### MLOps drift monitor
+
+1. **reference**: resolves `models:/<model_name>@champion` to its version and the lineage the training pipeline
+   recorded: training data, and the trainer's predictions on it.
+2. **collect**: reads captured inference traffic (`inference_log_uri`: the local router's JSONL log on a laptop,
+   SageMaker Data Capture files under S3 in production) for the last `window_hours`, and writes features and
+   predictions as Parquet.
+3. **drift**: deepchecks feature drift and prediction drift (pinned checks environment) comparing that traffic
+   with the training data; the report goes to the artifact store (the **Check report** link).
+4. **drifted**: continues only if drift was found.
+5. **request_retraining**: emits an event on the `mlops_retraining_requested` asset (which schedules
+   `mlops_training_pipeline`) carrying why: the failed checks, the report, the model version and the window.
+"""
+
+with DAG(
+    dag_id="mlops_drift_monitor",
+    description="Compare recent inference traffic with the champion's training data; request retraining on drift",
+    schedule="0 */6 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["mlops", "monitoring", "drift"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={
+        "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
+                            description="Registered model whose champion is monitored"),
+        "alias": Param("champion", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+                       description="Alias of the served version"),
+        "inference_log_uri": Param("", type="string",
+                                   description="Captured traffic: a JSONL file or a prefix (router log or SageMaker "
+                                               "Data Capture). Empty: the mlops_inference_log_uri Variable, else the "
+                                               "local router's log for this model"),
+        "window_hours": Param(24, type="number", exclusiveMinimum=0, maximum=24 * 90,
+                              description="Only traffic this recent"),
+        "min_rows": Param(50, type="integer", minimum=10, description="Fewer rows than this: no verdict (fail)"),
+    },
+) as dag:
+    reference = ModelReferenceOperator(task_id="reference", model_name="{{ params.model_name }}",
+                                       alias="{{ params.alias }}")
+
+    collect = MlopsStepOperator(
+        task_id="collect",
+        step_name="collect-inference",
+        module="airflow_mlops.steps.inference_log",
+        args=[
+            "--log-uri",
+            "{{ params.inference_log_uri or macros.airflow_mlops.inference_log_uri(params.model_name) }}",
+            "--reference-uri", "{{ ti.xcom_pull(task_ids='reference')['train_uri'] }}",
+            "--since-seconds", "{{ params.window_hours * 3600 }}",
+            "--min-rows", "{{ params.min_rows }}",
+        ],
+        compute={"cpu_request": "1", "memory_request": "4Gi", "memory_limit": "4Gi"},
+        timeout_seconds=3600,
+    )
+
+    drift = DriftChecksOperator(
+        task_id="drift",
+        reference_data_uri="{{ ti.xcom_pull(task_ids='reference')['train_uri'] }}",
+        current_data_uri="{{ ti.xcom_pull(task_ids='collect')['features_uri'] }}",
+        reference_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] }}",
+        current_predictions_uri="{{ ti.xcom_pull(task_ids='collect')['predictions_uri'] }}",
+        label_column="target",
+        cat_features=[],
+        gate="warn",  # drift is a finding to act on, not a failure of the monitor
+        timeout_seconds=1800,
+    )
+
+    drifted = ShortCircuitOperator(
+        task_id="drifted",
+        python_callable=lambda ti: not ti.xcom_pull(task_ids="drift")["passed"],
+        ignore_downstream_trigger_rules=False,
+    )
+
+    request_retraining = RequestRetrainingOperator(
+        task_id="request_retraining",
+        asset=RETRAINING_REQUESTED,
+        reference="{{ ti.xcom_pull(task_ids='reference') }}",
+        findings="{{ ti.xcom_pull(task_ids='drift') }}",
+        window="{{ ti.xcom_pull(task_ids='collect') }}",
+        outlets=[RETRAINING_REQUESTED],
+    )
+
+    reference >> collect >> drift >> drifted >> request_retraining
