@@ -1,0 +1,79 @@
+"""The checks operator's gate modes under dag.test(), with the real step in the pinned checks venv and MLflow."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.dagfiles import load_dag
+from tests.integration.test_checks_step import clean_frame
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dirty_uri(tmp_path: Path) -> str:
+    frame = clean_frame()
+    path = tmp_path / "dirty.parquet"
+    pd.concat([frame, frame.iloc[:80]], ignore_index=True).to_parquet(path, index=False)  # 17% duplicates
+    return str(path)
+
+
+def run_gate(gate: str, data_uri: str, **conf: str):
+    run = load_dag("checks_gate_test").test(run_conf={"gate": gate, "data_uri": data_uri, **conf})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    return run, {k: str(v.state) for k, v in tis.items()}, tis["checks"].xcom_pull(task_ids="checks")
+
+
+def test_gate_fail_fails_the_task_listing_failed_conditions(airflow_db: Path, mlops_home: Path, dirty_uri: str,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    _, states, xcom = run_gate("fail", dirty_uri)
+    assert states == {"checks": "failed", "after": "upstream_failed", "last": "upstream_failed"}
+    out = capfd.readouterr().out
+    assert "1 check(s) failed: data_duplicates: Duplicate data ratio is less or equal to 5%" in out
+    assert re.search(r"check\s+\| status\s+\| conditions\s+\| key values", out)  # the log table
+    assert re.search(r"data_duplicates\s+\| FAILED", out)
+    assert xcom["passed"] is False and xcom["failed_checks"] == ["data_duplicates"]
+    assert Path(xcom["report_uri"]).is_file()
+
+
+def test_gate_skip_downstream_skips_and_records_its_xcom(airflow_db: Path, mlops_home: Path, dirty_uri: str) -> None:
+    _, states, xcom = run_gate("skip_downstream", dirty_uri)
+    assert states == {"checks": "success", "after": "skipped", "last": "skipped"}
+    assert xcom["passed"] is False and xcom["failed_checks"] == ["data_duplicates"]
+    assert xcom["gate"] == "skip_downstream" and Path(xcom["json_uri"]).is_file()
+
+
+def test_gate_warn_succeeds_with_warnings(airflow_db: Path, mlops_home: Path, dirty_uri: str,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
+    _, states, xcom = run_gate("warn", dirty_uri)
+    assert states == {"checks": "success", "after": "success", "last": "success"}
+    assert "check failed (gate warn, not blocking): data_duplicates" in capfd.readouterr().out
+    assert xcom["passed"] is False
+
+
+def test_passing_checks_attach_the_report_to_the_mlflow_run(airflow_db: Path, mlops_home: Path,
+                                                            tmp_path: Path) -> None:
+    import mlflow
+
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    clean = tmp_path / "clean.parquet"
+    clean_frame().to_parquet(clean, index=False)
+    hook = MlflowHook()
+    client = hook.get_client()
+    experiment = hook.get_or_create_experiment("checks-test")
+    run_id = client.create_run(experiment).info.run_id
+    run, states, xcom = run_gate("fail", str(clean), mlflow_run_id=run_id)
+    assert states == {"checks": "success", "after": "success", "last": "success"}
+    assert xcom["passed"] is True and xcom["failed_checks"] == []
+    assert {c["name"] for c in xcom["checks"]} == {"data_duplicates", "mixed_nulls", "is_single_value"}
+    artifacts = {a.path for a in client.list_artifacts(run_id, "checks/checks")}
+    assert artifacts == {"checks/checks/report.html", "checks/checks/result.json"}
+    assert client.get_run(run_id).data.tags["mlops.checks.checks"] == "passed"
+    ti = next(t for t in run.get_task_instances() if t.task_id == "checks")
+    assert ti.xcom_pull(task_ids="checks", key="check_report_url") == f"file://{xcom['report_uri']}"
+    assert mlflow.__version__
