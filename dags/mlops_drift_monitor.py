@@ -17,7 +17,8 @@ from airflow_mlops.operators.retrain import RequestRetrainingOperator
 from airflow_mlops.operators.step import MlopsStepOperator
 
 #: The training pipeline is scheduled on this asset: an event here is a retraining request, with its reasons.
-RETRAINING_REQUESTED = Asset(name="mlops_retraining_requested", uri="mlops://retraining-requested")
+# An "x-" scheme: Airflow skips provider URI normalisers for it, which would import boto3 at parse time.
+RETRAINING_REQUESTED = Asset(name="mlops_retraining_requested", uri="x-mlops://retraining-requested")
 
 DOC = """
 ### MLOps drift monitor

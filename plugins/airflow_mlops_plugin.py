@@ -42,11 +42,18 @@ def inference_log_uri(model_name: str) -> str:
     configured = Variable.get("mlops_inference_log_uri", default=None)
     if configured:
         return str(configured).replace("{model}", model_name)
-    return os.path.join(mlops_home(), "rollout", model_name, "inference.jsonl")
+    return os.path.join(mlops_home(), "rollout", endpoint_name(model_name), "inference.jsonl")
+
+
+def endpoint_name(model_name: str) -> str:
+    """The endpoint a model rolls out to by default (a DNS label): also the local router's state directory."""
+    from airflow_mlops.core.lineage import endpoint_name as name
+
+    return name(model_name)
 
 
 class AirflowMlopsPlugin(AirflowPlugin):
     """Registers the ``airflow_mlops`` macros."""
 
     name = "airflow_mlops"
-    macros = [artifact_uri, runtime, model_uri, inference_log_uri]
+    macros = [artifact_uri, runtime, model_uri, inference_log_uri, endpoint_name]

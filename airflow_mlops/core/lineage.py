@@ -87,3 +87,11 @@ def lineage_tags(*, dag_id: str, run_id: str, task_id: str, try_number: int, dat
     if params is not None:
         tags["mlops.params_hash"] = params_hash(params)
     return tags
+
+
+def endpoint_name(model_name: str) -> str:
+    """The serving endpoint a model rolls out to by default: a DNS label (Kubernetes Service, SageMaker endpoint)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")[:63].rstrip("-")
+    if not label:
+        raise SpecError("model_name", "a name with at least one letter or digit", model_name)
+    return label

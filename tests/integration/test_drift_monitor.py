@@ -77,7 +77,7 @@ def _events(dag_id: str) -> list[Any]:
 
 
 def test_no_drift_then_drift_requests_retraining(champion: dict[str, Any], mlops_home: Path) -> None:
-    log = mlops_home / "rollout" / MODEL / "inference.jsonl"  # where the local router writes it by default
+    log = mlops_home / "rollout" / "drift-clf" / "inference.jsonl"  # where the local router writes it by default
     dag = load_dag("mlops_drift_monitor")
 
     _traffic(log, champion, shift=1.0)

@@ -1,0 +1,141 @@
+"""Reference progressive rollout: scheduled on the promotion Asset; canary or blue-green on the configured target.
+
+The same file rolls out to the local router (laptop), Kubernetes, KServe or a SageMaker endpoint: the
+``mlops_rollout_target`` Variable picks the target, ``mlops_rollout_target_config`` (JSON) its settings, and
+``mlops_rollout_analysis_settings`` (JSON) where metrics come from (Prometheus URL, AWS region). Nothing
+heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_mlops.operators.registry import model_alias_asset
+from airflow_mlops.operators.resolve import ResolveRolloutOperator
+from airflow_mlops.operators.rollout import ModelRolloutOperator
+
+#: One rollout DAG per served model: Asset URIs are fixed when the DAG is parsed.
+MODEL_NAME = "breast_cancer_classifier"
+PROMOTED = model_alias_asset(MODEL_NAME, "challenger")
+
+# SageMaker publishes per-variant metrics; the target names a version's variant "{backend}".
+SAGEMAKER_DIMENSIONS = {"EndpointName": "{endpoint}", "VariantName": "{backend}"}
+
+# Analysis per target kind. Query templates take {backend}, {version}, {model}, {window}, {role}; literal braces
+# (PromQL label matchers) are doubled. Conditions compare the candidate ("result") with the stable baseline.
+ANALYSIS_BY_TARGET = {
+    "local": {"metrics": [
+        {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 10, "count": 3,
+         "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0, "inconclusive_limit": 2},
+        {"name": "p95_latency", "provider": "router", "query": "latency_p95_seconds", "interval_s": 10, "count": 3,
+         "success_condition": "result <= stable * 1.2 + 0.05", "failure_limit": 1, "inconclusive_limit": 2},
+    ]},
+    "sagemaker": {"metrics": [
+        {"name": "error_5xx", "provider": "cloudwatch", "query": "AWS/SageMaker/Invocation5XXErrors",
+         "interval_s": 60, "count": 3, "success_condition": "result <= stable * 1.5 + 1", "failure_limit": 0,
+         "inconclusive_limit": 2,
+         "params": {"stat": "Sum", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
+        {"name": "model_latency", "provider": "cloudwatch", "query": "AWS/SageMaker/ModelLatency", "interval_s": 60,
+         "count": 3, "success_condition": "result <= stable * 1.2", "failure_limit": 1, "inconclusive_limit": 2,
+         "params": {"stat": "p95", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
+    ]},
+    "kubernetes": {"metrics": [
+        {"name": "error_rate", "provider": "prometheus", "interval_s": 60, "count": 3,
+         "query": 'sum(rate(http_requests_total{{service="{backend}",code=~"5.."}}[{window}])) / '
+                  'sum(rate(http_requests_total{{service="{backend}"}}[{window}]))',
+         "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0, "inconclusive_limit": 2},
+    ]},
+    "kserve": {"metrics": [
+        {"name": "error_rate", "provider": "prometheus", "interval_s": 60, "count": 3,
+         "query": 'sum(rate(revision_request_count{{revision_name=~"{backend}.*",response_code_class="5xx"}}'
+                  '[{window}])) / sum(rate(revision_request_count{{revision_name=~"{backend}.*"}}[{window}]))',
+         "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0, "inconclusive_limit": 2},
+    ]},
+}
+
+DOC = f"""
+### MLOps progressive rollout
+
+Scheduled on the Asset `{PROMOTED.uri}`: the training pipeline's promotion of `{MODEL_NAME}@challenger`.
+Also runs by hand with a `candidate_version`.
+
+1. **resolve**: the candidate (the param, else the version in the promotion event, else `@challenger`) and the
+   stable version (`@champion`; none means a first deployment, which goes straight to 100%).
+2. **rollout**: a **canary** (weights `canary_steps`, `pause_seconds` at each, analysis every step) or a
+   **blue_green** (preview with analysis, then switch all traffic, old version kept for `scale_down_seconds`) on
+   the target the `mlops_rollout_target` Variable selects (`local` | `kubernetes` | `kserve` | `sagemaker`).
+   Every pause and analysis interval is deferred to the triggerer: no worker slot is held while it waits.
+   The task log has one line per step: weight, measured values against the stable baseline, decision.
+   - success: the candidate serves 100% and `@champion` moves to it (compare-and-swap; the previous champion
+     stays under `@champion_previous`);
+   - failed analysis (or a killed task): rollback, the stable version serves 100%, `@champion` stays, the task
+     fails with the reason. The record is in XCom and in `mlops.rollout.*` tags on the candidate version.
+
+Analysis defaults per target are in the `analysis` param (router metrics locally, CloudWatch on SageMaker,
+Prometheus on Kubernetes/KServe); edit them in the trigger form.
+"""
+
+with DAG(
+    dag_id="mlops_progressive_rollout",
+    description="Canary or blue-green rollout of the promoted model with analysis and automatic rollback",
+    schedule=[PROMOTED],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # two rollouts of one model must never interleave
+    doc_md=DOC,
+    tags=["mlops", "rollout", "deployment"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    params={
+        "model_name": Param(MODEL_NAME, type="string", enum=[MODEL_NAME],
+                            description="The model this DAG rolls out (fixed: the schedule's Asset names it)"),
+        "candidate_version": Param("", type="string", pattern=r"^[0-9]*$",
+                                   description="Version to roll out; empty: the promotion event's, else @challenger"),
+        "strategy": Param("canary", enum=["canary", "blue_green"], description="Rollout strategy"),
+        "canary_steps": Param([10, 50, 100], type="array", items={"type": "integer", "minimum": 1, "maximum": 100},
+                              minItems=1, description="Candidate traffic % per canary step, increasing, ending at 100"),
+        "pause_seconds": Param(30, type="number", exclusiveMinimum=0, maximum=86400,
+                               description="Seconds at each canary step (analysis runs during it)"),
+        "preview_seconds": Param(30, type="number", exclusiveMinimum=0, maximum=86400,
+                                 description="Blue-green: seconds of preview analysis before the switch"),
+        "scale_down_seconds": Param(60, type="number", minimum=0, maximum=86400,
+                                    description="Blue-green: seconds the old version keeps running after the switch"),
+        "endpoint": Param("", type="string", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
+                          description="Endpoint/service name at the target; empty: derived from the model name"),
+        "analysis": Param(ANALYSIS_BY_TARGET, type="object",
+                          description="AnalysisSpec per target kind (metrics, conditions, intervals, limits)"),
+    },
+) as dag:
+    resolve = ResolveRolloutOperator(task_id="resolve", model_name="{{ params.model_name }}",
+                                     candidate_version="{{ params.candidate_version }}")
+
+    rollout = ModelRolloutOperator(
+        task_id="rollout",
+        model_name="{{ params.model_name }}",
+        candidate_version="{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}",
+        stable_version="{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}",
+        strategy=(
+            "{% set kind = var.value.get('mlops_rollout_target', 'local') %}"
+            "{% set analysis = params.analysis[kind] %}"
+            "{% if params.strategy == 'canary' %}"
+            "{{ {'kind': 'canary', 'steps': params.canary_steps, 'pause_s': params.pause_seconds,"
+            " 'analysis': analysis} | tojson }}"
+            "{% else %}"
+            "{{ {'kind': 'blue_green', 'preview_pause_s': params.preview_seconds, 'preview_analysis': analysis,"
+            " 'scale_down_delay_s': params.scale_down_seconds} | tojson }}"
+            "{% endif %}"
+        ),
+        target=(
+            "{{ dict(var.json.get('mlops_rollout_target_config', {}),"
+            " kind=var.value.get('mlops_rollout_target', 'local'),"
+            " name=(params.endpoint or macros.airflow_mlops.endpoint_name(params.model_name))) | tojson }}"
+        ),
+        champion_alias="champion",
+        on_kill="rollback",
+        on_retry="continue",
+        ready_timeout_s=900,
+        poll_s=2,
+    )
+
+    resolve >> rollout

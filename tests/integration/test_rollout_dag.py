@@ -1,0 +1,100 @@
+"""The reference rollout DAG under dag.test() on the local target: first deployment, a good canary resolved from
+the challenger alias, a bad candidate rolled back. Real MLflow scoring servers, the real router, real traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dagfiles import load_dag
+from tests.integration.test_rollout_local import Traffic
+
+pytestmark = pytest.mark.slow
+MODEL = "breast_cancer_classifier"  # the reference DAG's model (its schedule's Asset names it)
+FAST = {"local": {"metrics": [
+    {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 1, "count": 2,
+     "success_condition": "result <= stable * 1.5 + 0.05", "failure_limit": 0, "inconclusive_limit": 1},
+]}}
+
+
+@pytest.fixture
+def registry(airflow_db: Path, mlops_home: Path) -> Iterator[dict[str, str]]:
+    """v1 and v2 good, v3 fails 30% of requests (HTTP 500), in the test's embedded MLflow store."""
+    import mlflow
+
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.steps.demo_model import log_demo_model
+
+    uri = MlflowHook().tracking_uri
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield {"good": log_demo_model(MODEL), "good2": log_demo_model(MODEL, bias=0.1),
+           "bad": log_demo_model(MODEL, fail_percent=30)}
+    from airflow_mlops.rollout.targets.local import LocalTarget
+
+    LocalTarget("breast-cancer-classifier", MODEL, uri).cleanup()
+    os.environ["MLFLOW_TRACKING_URI"] = saved or ""
+
+
+def _run(conf: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    run = load_dag("mlops_progressive_rollout").test(
+        run_conf={"canary_steps": [50, 100], "pause_seconds": 2.5, "analysis": FAST, **conf})
+    return run, {ti.task_id: ti for ti in run.get_task_instances()}
+
+
+def test_first_deployment_good_canary_then_bad_candidate(registry: dict[str, str], mlops_home: Path) -> None:
+    import mlflow
+
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.rollout.targets.local import LocalTarget
+
+    client = mlflow.MlflowClient()
+    target = LocalTarget("breast-cancer-classifier", MODEL, MlflowHook().tracking_uri)
+    assert target.root == str(mlops_home / "rollout" / "breast-cancer-classifier")
+
+    # 1. Nothing is served and there is no champion: the first version goes straight to 100%.
+    run, tis = _run({"candidate_version": registry["good"]})
+    assert str(run.state) == "success", {k: str(v.state) for k, v in tis.items()}
+    assert tis["resolve"].xcom_pull(task_ids="resolve")["stable_version"] is None
+    assert target.serving_version() == registry["good"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good"]
+
+    # 2. The training pipeline's promotion moved @challenger: the run resolves the candidate from the alias.
+    client.set_registered_model_alias(MODEL, "challenger", registry["good2"])
+    with Traffic(target.router_url, rate=30) as traffic:
+        run, tis = _run({})
+    assert str(run.state) == "success"
+    resolved = tis["resolve"].xcom_pull(task_ids="resolve")
+    assert resolved == {**resolved, "candidate_version": registry["good2"], "stable_version": registry["good"],
+                        "source": "alias challenger"}
+    record = tis["rollout"].xcom_pull(task_ids="rollout")
+    assert record["outcome"] == "promoted" and [h["weight"] for h in record["history"]][:2] == [50, 100]
+    assert target.serving_version() == registry["good2"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good2"]
+    assert traffic.counts[(f"v{registry['good2']}", 200)] > 0
+
+    # 3. A bad candidate (30% HTTP 500) is rolled back: stable keeps 100%, @champion stays where it was.
+    with Traffic(target.router_url, rate=30) as traffic:
+        run, tis = _run({"candidate_version": registry["bad"]})
+    assert str(tis["rollout"].state) == "failed"
+    assert target.serving_version() == registry["good2"] and target.read_state().weight == 0
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good2"]
+    assert traffic.counts[(f"v{registry['bad']}", 500)] > 0
+    tags = client.get_model_version(MODEL, registry["bad"]).tags
+    assert tags["mlops.rollout.outcome"] == "aborted" and "error_rate" in tags["mlops.rollout.reason"]
+    # The router kept an inference log the drift monitor reads.
+    log = Path(target.root) / "inference.jsonl"
+    assert log.is_file() and json.loads(log.read_text().splitlines()[0])["status"] == 200
+
+
+def test_unknown_candidate_version_fails_before_touching_the_target(registry: dict[str, str]) -> None:
+    _, tis = _run({"candidate_version": "99"})
+    assert str(tis["resolve"].state) == "failed"
+    assert str(tis["rollout"].state) in ("upstream_failed", "None")
