@@ -353,6 +353,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics |= evaluate(y_test, proba_test, trainer.classes, "test")
         mlflow.log_metrics(metrics)
         model_uri = trainer.log_model(x_test[:5])
+        fault_percent = int(cfg.extra_params.get("fault_percent") or 0)
+        if fault_percent:  # demo switch: a model that is fine offline and fails at serving time
+            from airflow_mlops.steps.fault_injection import log_fault_injecting_model
+
+            model_uri = log_fault_injecting_model(model_uri, fault_percent)
         predictions = {}
         if cfg.output_uri:
             predictions = {
