@@ -199,3 +199,27 @@ def test_bad_input_exits_2_with_a_clear_error_before_any_suite(checks_python: st
     assert code == contract.EXIT_BAD_INPUT, out[-2000:]
     assert message in out, out[-2000:]
     assert "running" not in out and result is None  # rejected before any suite ran
+
+
+CATALOG_PROBE = """
+import inspect, json
+from deepchecks.tabular import checks
+from airflow_mlops.steps.checks import snake
+out = {}
+for name, cls in vars(checks).items():
+    if inspect.isclass(cls) and hasattr(cls, "run"):
+        out[snake(name)] = sorted(m[len("add_condition_"):] for m in dir(cls) if m.startswith("add_condition_"))
+print(json.dumps(out))
+"""
+
+
+def test_core_catalog_matches_deepchecks_in_the_checks_venv(checks_python: str) -> None:
+    from airflow_mlops.core.checks import CHECKS
+
+    proc = subprocess.run([checks_python, "-c", CATALOG_PROBE], env={**os.environ, "PYTHONPATH": step_pythonpath()},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    real = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, conditions in CHECKS.items():
+        assert name in real, f"{name} is not a deepchecks check"
+        assert sorted(conditions) == real[name], name
