@@ -25,4 +25,16 @@ def make_target(config: Mapping[str, Any]) -> RolloutTarget:
         from airflow_mlops.rollout.targets.local import LocalTarget
 
         return LocalTarget(**options)
-    raise SpecError("target.kind", "a target kind implemented in this release: ('local',)", kind)
+    if kind == "kubernetes":
+        from airflow_mlops.rollout.targets.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(**options)
+    if kind == "sagemaker":
+        from airflow_mlops.rollout.targets.sagemaker import SageMakerTarget
+
+        return SageMakerTarget(**options)
+    if kind == "kserve":
+        from airflow_mlops.rollout.targets.kserve import KServeTarget
+
+        return KServeTarget(**options)
+    raise SpecError("target.kind", f"one of {TARGET_KINDS}", kind)
