@@ -40,6 +40,7 @@ STATE = f"{PREFIX}/rollout-state"
 PREDICTOR_VERSION = f"{PREFIX}/predictor-version"
 SERVING_VERSION = f"{PREFIX}/serving-version"
 PREVIOUS_PREDICTOR = f"{PREFIX}/previous-predictor"
+PREVIOUS_REVISION = f"{PREFIX}/previous-revision"
 
 
 class KServeTarget(RolloutTarget):
@@ -55,6 +56,7 @@ class KServeTarget(RolloutTarget):
     :param protocol_version: KServe inference protocol for the MLflow runtime (``v2``).
     :param resources: container resources (requests/limits); :param env: extra container env (image mode).
     :param service_account: the predictor's service account (credentials for S3 / MLflow).
+    :param kubeconfig: a kubeconfig file to use instead of the Airflow connection (tests, local clusters).
     """
 
     kind = "kserve"
@@ -63,7 +65,7 @@ class KServeTarget(RolloutTarget):
                  model: str | None = None, image: str | None = None, storage_uri: str | None = None,
                  tracking_uri: str | None = None, protocol_version: str = "v2",
                  resources: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                 service_account: str | None = None) -> None:
+                 service_account: str | None = None, kubeconfig: str | None = None) -> None:
         import re
 
         if not isinstance(name, str) or not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
@@ -87,6 +89,7 @@ class KServeTarget(RolloutTarget):
                                             "limits": {"cpu": "1", "memory": "2Gi"}})
         self.env = dict(env or {})
         self.service_account = service_account
+        self.kubeconfig = kubeconfig
         self._api: Any = None
         self._said_spec = False
 
@@ -95,7 +98,11 @@ class KServeTarget(RolloutTarget):
     @property
     def api(self) -> Any:
         """CustomObjectsApi of ``kubernetes_conn_id`` (through the cncf provider's KubernetesHook)."""
-        if self._api is None:
+        if self._api is None and self.kubeconfig:
+            from kubernetes import client, config
+
+            self._api = client.CustomObjectsApi(config.new_client_from_config(config_file=self.kubeconfig))
+        elif self._api is None:
             from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
             self._api = KubernetesHook(conn_id=self.kubernetes_conn_id).custom_object_client
@@ -154,14 +161,23 @@ class KServeTarget(RolloutTarget):
     def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
         return dict((obj.get("metadata") or {}).get("annotations") or {})
 
-    @staticmethod
-    def _status_traffic(obj: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-        """The predictor's traffic entries when the status describes the current spec."""
+    @classmethod
+    def _status_traffic(cls, obj: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """The predictor's traffic entries when the status describes the current spec.
+
+        Current: ``observedGeneration`` caught up with the object's generation and, while a candidate spec is
+        pending, the latest created revision is not the one recorded when that spec was written (an API server
+        that does not bump ``generation``, like the test emulator, cannot make a stale status look current).
+        """
         status = obj.get("status") or {}
         generation = (obj.get("metadata") or {}).get("generation") or 0
         if (status.get("observedGeneration") or 0) < generation:
             return None
-        traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic")
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        previous = cls._annotations(obj).get(PREVIOUS_REVISION)
+        if previous and predictor.get("latestCreatedRevision") == previous:
+            return None
+        traffic = predictor.get("traffic")
         return list(traffic) if traffic else None
 
     # -- the contract --------------------------------------------------------------------------------------
@@ -204,10 +220,13 @@ class KServeTarget(RolloutTarget):
             self.save_state(state)  # a resumed rollout: the candidate spec is already there
             return
         previous = {k: v for k, v in obj["spec"]["predictor"].items() if k != "canaryTrafficPercent"}
+        revision = (((obj.get("status") or {}).get("components") or {}).get("predictor") or {}).get(
+            "latestCreatedRevision") or ""
         obj["spec"]["predictor"] = {**self.predictor(state.candidate, state.model), "canaryTrafficPercent": 0}
         obj["metadata"]["annotations"] = {**notes, STATE: state_note, PREDICTOR_VERSION: state.candidate,
                                           SERVING_VERSION: notes.get(PREDICTOR_VERSION) or str(state.stable),
-                                          PREVIOUS_PREDICTOR: json.dumps(previous, separators=(",", ":"))}
+                                          PREVIOUS_PREDICTOR: json.dumps(previous, separators=(",", ":")),
+                                          PREVIOUS_REVISION: revision}
         # replace (with the resourceVersion read above): a concurrent writer gets a 409, not a silent merge
         self.api.replace_namespaced_custom_object(GROUP, API_VERSION, self.namespace, PLURAL, self.name, obj)
         log.info("InferenceService %s/%s: candidate v%s at canaryTrafficPercent 0 beside v%s", self.namespace,
@@ -215,7 +234,8 @@ class KServeTarget(RolloutTarget):
 
     def candidate_ready(self, state: RolloutState) -> bool:
         obj = self.get()
-        if obj is None or self._annotations(obj).get(PREDICTOR_VERSION) != state.candidate:
+        notes = self._annotations(obj) if obj else {}
+        if obj is None or notes.get(PREDICTOR_VERSION) != state.candidate:
             return False
         status = obj.get("status") or {}
         if (status.get("observedGeneration") or 0) < ((obj.get("metadata") or {}).get("generation") or 0):
@@ -223,8 +243,10 @@ class KServeTarget(RolloutTarget):
         predictor = (status.get("components") or {}).get("predictor") or {}
         ready = any(c.get("type") == "PredictorReady" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
-        return ready and bool(predictor.get("latestReadyRevision")) and \
-            predictor.get("latestReadyRevision") == predictor.get("latestCreatedRevision")
+        latest = predictor.get("latestReadyRevision")
+        # a new revision (not the one serving when the candidate spec was written) is created and ready
+        return ready and bool(latest) and latest == predictor.get("latestCreatedRevision") and \
+            latest != notes.get(PREVIOUS_REVISION)
 
     def _weight_of(self, obj: Mapping[str, Any]) -> int:
         """The latest predictor spec's share of traffic: from the status when current, else the spec's."""
@@ -251,7 +273,8 @@ class KServeTarget(RolloutTarget):
 
     def promote(self, state: RolloutState) -> None:
         self._patch({"metadata": {"annotations": {STATE: json.dumps(state.to_dict(), separators=(",", ":")),
-                                                  SERVING_VERSION: state.candidate, PREVIOUS_PREDICTOR: None}},
+                                                  SERVING_VERSION: state.candidate, PREVIOUS_PREDICTOR: None,
+                                                  PREVIOUS_REVISION: None}},
                      "spec": {"predictor": {"canaryTrafficPercent": None}}})
         log.info("InferenceService %s/%s: v%s promoted (canaryTrafficPercent removed)", self.namespace, self.name,
                  state.candidate)
@@ -273,6 +296,7 @@ class KServeTarget(RolloutTarget):
         annotations = {**self._annotations(obj), STATE: note,
                        PREDICTOR_VERSION: notes.get(SERVING_VERSION) or str(state.stable)}
         annotations.pop(PREVIOUS_PREDICTOR, None)
+        annotations.pop(PREVIOUS_REVISION, None)
         obj["metadata"]["annotations"] = annotations
         self.api.replace_namespaced_custom_object(GROUP, API_VERSION, self.namespace, PLURAL, self.name, obj)
         log.warning("InferenceService %s/%s: rolled back to v%s's predictor spec", self.namespace, self.name,
