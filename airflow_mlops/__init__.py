@@ -22,4 +22,7 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_mlops.links.mlflow.MlflowRunLink",
             "airflow_mlops.links.checks.CheckReportLink",
         ],
+        "triggers": [
+            {"integration-name": "MLOps progressive rollout", "python-modules": ["airflow_mlops.triggers.rollout"]},
+        ],
     }

@@ -49,8 +49,10 @@ class CloudWatchMetrics:
                 "Metric": {"Namespace": namespace, "MetricName": name,
                            "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]},
                 "Period": period, "Stat": str(metric.params.get("stat", "Average"))}}]
-        end = dt.datetime.now(dt.timezone.utc)
-        start = end - dt.timedelta(seconds=max(metric.interval_s, float(metric.params.get("lookback_s", period))))
+        now = dt.datetime.now(dt.timezone.utc)
+        # EndTime is exclusive and bucketed by period: end one period ahead so the newest datapoints count.
+        end = now + dt.timedelta(seconds=period)
+        start = now - dt.timedelta(seconds=max(metric.interval_s, float(metric.params.get("lookback_s", period))))
         try:
             from botocore.exceptions import BotoCoreError, ClientError
 

@@ -1,0 +1,52 @@
+"""Rollout operators fail at parse time on bad input, and their modules import nothing heavy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from airflow_mlops.core.errors import SpecError
+from airflow_mlops.core.rollout import CanaryStrategy
+from airflow_mlops.operators.rollout import BlueGreenRolloutOperator, CanaryRolloutOperator, ModelRolloutOperator
+
+HEAVY = ("mlflow", "sklearn", "torch", "pandas", "boto3", "kubernetes", "pyarrow", "deepchecks")
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"steps": (10, 5, 100)}, "CanaryStrategy.steps[1]"),
+    ({"steps": (10, 50, 120)}, "CanaryStrategy.steps[2]"),
+    ({"pause_s": 0}, "CanaryStrategy.pause_s"),
+    ({"analysis": {"metrics": [{"name": "e", "provider": "router", "query": "error_ratio", "interval_s": 10,
+                                "count": 3, "success_condition": "result < 0.1"}]}, "pause_s": 5},
+     "CanaryStrategy.pause_s[0]"),
+    ({"target": {"kind": "nomad"}}, "target.kind"),
+    ({"on_kill": "pray"}, "on_kill"),
+    ({"on_retry": "later"}, "on_retry"),
+])
+def test_canary_operator_rejects_bad_input_at_parse_time(kwargs: dict, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        CanaryRolloutOperator(task_id="t", model_name="m", candidate_version="2", **kwargs)
+    assert err.value.field == field
+
+
+def test_templated_values_are_checked_at_task_start_not_parse_time() -> None:
+    op = ModelRolloutOperator(task_id="t", model_name="m", candidate_version="{{ params.v }}",
+                              strategy="{{ params.strategy }}", target={"kind": "{{ var.value.kind }}"})
+    assert op.template_fields == ("model_name", "candidate_version", "stable_version", "strategy", "target",
+                                  "analysis_settings")
+    with pytest.raises(SpecError, match=r"BlueGreenStrategy\.preview_pause_s"):
+        BlueGreenRolloutOperator(task_id="b", model_name="m", candidate_version="2", preview_pause_s=-1)
+    ok = ModelRolloutOperator(task_id="c", model_name="m", candidate_version="2",
+                              strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1})
+    assert isinstance(ok.strategy, dict) and CanaryStrategy.from_dict(ok.strategy).steps == (50, 100)
+
+
+def test_rollout_modules_import_nothing_heavy() -> None:
+    code = ("import sys\nimport airflow_mlops.operators.rollout, airflow_mlops.triggers.rollout, "
+            "airflow_mlops.rollout.targets, airflow_mlops.rollout.analysis\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
