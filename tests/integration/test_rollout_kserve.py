@@ -84,12 +84,11 @@ class KServeController:
         return dict(self.api.patch_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL, name,
                                                                    {"status": status}))
 
-    def run(self, stop: threading.Event, every: float = 0.1) -> None:
-        """Reconcile every InferenceService until ``stop`` (for tests that do not drive it step by step)."""
+    def run(self, stop: threading.Event, every: float = 0.1, names: tuple[str, ...] = ()) -> None:
+        """Reconcile ``names`` every ``every`` seconds until ``stop`` (for tests that do not drive it step by step)."""
         while not stop.is_set():
-            items = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
-            for item in items:
-                self.reconcile(item["metadata"]["name"])
+            for name in names:
+                self.reconcile(name)
             stop.wait(every)
 
 
@@ -245,3 +244,20 @@ def test_bad_config_names_the_field() -> None:
         _target(image=None, storage_uri="s3://m/latest")
     with pytest.raises(SpecError, match=r"target\.protocol_version"):
         _target(protocol_version="v3")
+
+
+@pytest.fixture
+def kserve_contract_config(kube: str) -> Iterator[dict[str, Any]]:
+    """The KServe target's config for the shared contract suite (``kube``: its fake cluster's kubeconfig), with the
+    controller stand-in reconciling in a thread (readiness only: weights are then read from the spec)."""
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=kube))
+    stop = threading.Event()
+    controller = KServeController(api, report_traffic=False)
+    thread = threading.Thread(target=controller.run, args=(stop, 0.1, ("contract-kserve",)), daemon=True)
+    thread.start()
+    yield {"kind": "kserve", "name": "contract-kserve", "model": MODEL, "image": IMAGE,
+           "tracking_uri": "http://mlflow.mlops.svc:5000", "kubeconfig": kube}
+    stop.set()
+    thread.join(timeout=5)

@@ -441,3 +441,10 @@ def test_bad_canary_on_sagemaker_is_rolled_back(aws: dict[str, Any], registry: d
     client = mlflow.MlflowClient()
     assert client.get_model_version(MODEL, bad).tags["mlops.rollout.outcome"] == "aborted"
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == stable
+
+
+@pytest.fixture
+def sagemaker_contract_config(aws: dict[str, Any]) -> dict[str, Any]:
+    """The SageMaker target's config for the shared contract suite (tests/integration/test_rollout_targets.py)."""
+    return {"kind": "sagemaker", "name": "contract-sm", "image": IMAGE, "execution_role_arn": ROLE,
+            "model": MODEL, "tracking_uri": "http://mlflow.internal:5000", "poll_s": 0.05}

@@ -22,9 +22,11 @@ import pytest
 
 from airflow_mlops.core.rollout import Abort, BlueGreenStrategy, CanaryStrategy, Promote, RolloutState, applied
 from airflow_mlops.rollout.targets import make_target
+from tests.integration.test_rollout_kserve import kserve_contract_config
 from tests.integration.test_rollout_local import MODEL, stack
+from tests.integration.test_rollout_sagemaker import aws, moto_url, sagemaker_contract_config
 
-__all__ = ["stack"]
+__all__ = ["aws", "kserve_contract_config", "moto_url", "sagemaker_contract_config", "stack"]
 pytestmark = pytest.mark.slow
 
 # The Gateway API v1 HTTPRoute fields the Kubernetes target writes (gateway-api standard-install CRD).
@@ -100,7 +102,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert not cluster.errors
 
 
-TARGETS = ["local", "kubernetes-gateway", "kubernetes-replicas"]
+TARGETS = ["local", "kubernetes-gateway", "kubernetes-replicas", "sagemaker", "kserve"]
 
 
 @pytest.fixture(params=TARGETS)
@@ -108,6 +110,8 @@ def target_config(request: pytest.FixtureRequest, stack: dict[str, Any]) -> dict
     kind = request.param
     if kind == "local":
         return {"kind": "local", "name": "contract", "model": MODEL, "tracking_uri": stack["uri"]}
+    if kind in ("sagemaker", "kserve"):  # moto server / KServe controller stand-in: fixtures in their test modules
+        return dict(request.getfixturevalue(f"{kind}_contract_config"))
     kubeconfig = request.getfixturevalue("kube")
     return {"kind": "kubernetes", "name": f"contract-{kind.split('-')[1]}", "model": MODEL,
             "tracking_uri": "http://mlflow.mlops.svc:5000", "kubeconfig": kubeconfig,
