@@ -122,7 +122,8 @@ def _target(name: str = "contract-ep") -> Any:
     from airflow_mlops.rollout.targets import make_target
 
     return make_target({"kind": "sagemaker", "name": name, "image": IMAGE, "execution_role_arn": ROLE,
-                        "model": MODEL, "tracking_uri": "http://mlflow.internal:5000", "poll_s": 0.05})
+                        "model": MODEL, "tracking_uri": "http://mlflow.internal:5000", "poll_s": 0.05,
+                        "data_capture_uri": f"s3://mlops-capture/{name}"})
 
 
 def _state(candidate: str = "2", stable: str | None = "1", **changes: Any) -> Any:
@@ -187,6 +188,9 @@ def test_contract_deploy_weights_state_promote(aws: dict[str, Any]) -> None:
 
     state = replace(state, phase="promoted", step=2, weight=100)
     target.promote(state)
+    config = aws["sagemaker"].describe_endpoint(EndpointName="contract-ep")["EndpointConfigName"]
+    capture = aws["sagemaker"].describe_endpoint_config(EndpointConfigName=config)["DataCaptureConfig"]
+    assert capture["EnableCapture"] and capture["DestinationS3Uri"] == "s3://mlops-capture/contract-ep"
     _wait_ready(target, state)
     assert _variants(aws) == {"v2": 1.0} and target.serving_version() == "2"
     assert target.read_state() == state
@@ -267,6 +271,9 @@ def test_bad_config_names_the_field() -> None:
     with pytest.raises(SpecError, match=r"target\.instance_count"):
         make_target({"kind": "sagemaker", "name": "ep", "image": IMAGE, "execution_role_arn": ROLE,
                      "instance_count": 0})
+    with pytest.raises(SpecError, match=r"target\.data_capture_uri"):
+        make_target({"kind": "sagemaker", "name": "ep", "image": IMAGE, "execution_role_arn": ROLE,
+                     "data_capture_uri": "/tmp/capture"})
     with pytest.raises(SpecError, match=r"target\.name"):
         make_target({"kind": "sagemaker", "name": "x" * 60, "image": IMAGE, "execution_role_arn": ROLE})
 

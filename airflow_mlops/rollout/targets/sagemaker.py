@@ -83,6 +83,9 @@ class SageMakerTarget(RolloutTarget):
     :param region_name: overrides the connection's region.
     :param instance_type: instance type per variant; :param instance_count: instances per variant.
     :param env: extra container environment.
+    :param data_capture_uri: S3 prefix for endpoint Data Capture (request + response, what the drift monitor's
+        inference-log collector reads); None: no capture.
+    :param data_capture_percent: share of requests captured.
     :param settle_timeout_s: how long a weight change may wait for an ``Updating`` endpoint (short: long waits
         are the operator's deferred ``candidate_ready`` polls).
     :param poll_s: seconds between those status checks.
@@ -93,7 +96,8 @@ class SageMakerTarget(RolloutTarget):
     def __init__(self, name: str, image: str, execution_role_arn: str, tracking_uri: str | None = None,
                  model: str | None = None, aws_conn_id: str | None = "aws_default", region_name: str | None = None,
                  instance_type: str = "ml.m5.large", instance_count: int = 1, env: Mapping[str, str] | None = None,
-                 settle_timeout_s: float = 120.0, poll_s: float = 2.0) -> None:
+                 settle_timeout_s: float = 120.0, poll_s: float = 2.0, data_capture_uri: str | None = None,
+                 data_capture_percent: int = 100) -> None:
         for field, value in (("name", name), ("image", image), ("execution_role_arn", execution_role_arn)):
             if not isinstance(value, str) or not value:
                 raise SpecError(f"target.{field}", "a non-empty string", value)
@@ -102,6 +106,11 @@ class SageMakerTarget(RolloutTarget):
                                            "(room for the config and model suffixes)", name)
         if isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1:
             raise SpecError("target.instance_count", "an integer >= 1", instance_count)
+        if data_capture_uri is not None and not str(data_capture_uri).startswith("s3://"):
+            raise SpecError("target.data_capture_uri", "an s3:// prefix or None", data_capture_uri)
+        if isinstance(data_capture_percent, bool) or not isinstance(data_capture_percent, int) \
+                or not 0 < data_capture_percent <= 100:
+            raise SpecError("target.data_capture_percent", "an integer in (0, 100]", data_capture_percent)
         self.name = name
         self.image = image
         self.execution_role_arn = execution_role_arn
@@ -114,6 +123,8 @@ class SageMakerTarget(RolloutTarget):
         self.env = dict(env or {})
         self.settle_timeout_s = settle_timeout_s
         self.poll_s = poll_s
+        self.data_capture_uri = data_capture_uri
+        self.data_capture_percent = data_capture_percent
         self._sm: Any = None
 
     # -- clients (hooks own connections) -------------------------------------------------------------
@@ -199,8 +210,16 @@ class SageMakerTarget(RolloutTarget):
     def _new_config(self, variants: list[tuple[str, float]]) -> str:
         """A new endpoint config with ``(version, weight)`` variants; returns its name."""
         name = f"{self.name}-{int(time.time() * 1000)}"
+        extra: dict[str, Any] = {}
+        if self.data_capture_uri:
+            # every config carries the capture settings: a config swap must not silently stop the drift log
+            extra["DataCaptureConfig"] = {
+                "EnableCapture": True, "InitialSamplingPercentage": self.data_capture_percent,
+                "DestinationS3Uri": self.data_capture_uri,
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
         self.client.create_endpoint_config(
-            EndpointConfigName=name,
+            EndpointConfigName=name, **extra,
             ProductionVariants=[{"VariantName": self.backend_name(version), "ModelName": self.model_name(version),
                                  "InitialInstanceCount": self.instance_count, "InstanceType": self.instance_type,
                                  "InitialVariantWeight": float(weight)} for version, weight in variants],
