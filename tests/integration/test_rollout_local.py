@@ -280,3 +280,28 @@ def test_blue_green_bad_preview_never_gets_traffic(stack: dict[str, Any], endpoi
     assert record["outcome"] == "aborted" and "probe" in record["reason"]
     assert endpoint.serving_version() == good
     assert not [k for k in traffic.counts if k[0] == f"v{bad}"]  # live traffic never reached the preview
+
+
+def test_on_kill_rolls_back_and_approval_is_recorded(stack: dict[str, Any], endpoint: Any) -> None:
+    from dataclasses import replace
+
+    from airflow_mlops.core.rollout import BlueGreenStrategy, RolloutState
+    from airflow_mlops.operators.rollout import ModelRolloutOperator
+    from airflow_mlops.rollout.approval import approve_rollout
+
+    good, good2 = stack["versions"]["good"], stack["versions"]["good2"]
+    config = {"kind": "local", "name": endpoint.name, "model": MODEL, "tracking_uri": stack["uri"]}
+    strategy = BlueGreenStrategy(preview_pause_s=1, auto_promote=False, scale_down_delay_s=1)
+    state = RolloutState(owner="d/r/t", model=MODEL, stable=good, candidate=good2, strategy=strategy.to_dict())
+    endpoint.deploy_candidate(state)
+    endpoint.apply_weight(replace(state, step=1, weight=100))
+    with pytest.raises(ValueError, match="no rollout of version 9"):
+        approve_rollout(config, "9", "alice")
+    assert approve_rollout(config, good2, "alice").history[-1]["by"] == "alice"
+    op = ModelRolloutOperator(task_id="t", model_name=MODEL, candidate_version=good2, strategy=strategy,
+                              target=config)
+    op._target_config, op._owner = config, "d/r/t"  # what execute() sets before the worker is killed
+    op.on_kill()
+    after = endpoint.read_state()
+    assert after.phase == "aborted" and after.weight == 0 and after.approved
+    assert endpoint.serving_version() == good
