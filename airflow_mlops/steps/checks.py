@@ -16,6 +16,7 @@ Writes ``report.html`` and ``result.json`` under ``$MLOPS_OUTPUT_URI`` and the r
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -451,10 +452,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main()
+def _stop_worker_processes() -> None:
+    """Stop joblib's reusable loky workers (deepchecks' PPS and drift checks start them).
+
+    They inherit the step's stdout; left running, the orchestrator reading that pipe never sees it close.
+    """
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+def _exit(code: int) -> None:
+    """Exit without interpreter teardown, after stopping worker processes and flushing output.
+
+    With pyarrow 19 (the lock's), a process that read Parquet intermittently aborts in teardown (std::terminate
+    from a pool thread), turning a finished step's exit code into SIGABRT.
+    """
+    _stop_worker_processes()
+    atexit._run_exitfuncs()  # joblib removes its memmapping folders here
     sys.stdout.flush()
     sys.stderr.flush()
-    # Skip interpreter teardown: with pyarrow 19 (the lock's), a process that read Parquet intermittently aborts
-    # there (std::terminate from a pool thread), turning a finished step's exit code into SIGABRT.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    _exit(main())
