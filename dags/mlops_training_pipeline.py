@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.core.gpu import GpuSpec
+from airflow_mlops.operators.checks import DataChecksOperator, ModelChecksOperator
 from airflow_mlops.operators.registry import RegisterModelVersionOperator
 from airflow_mlops.operators.step import MlopsStepOperator
 from airflow_mlops.operators.training import GpuTrainingOperator
@@ -20,10 +21,14 @@ DOC = """
 
 1. **prepare_data**: a dataset bundled with scikit-learn, written as Parquet to the artifact store; its content
    hash is the data version.
-2. **train**: the reference trainer on the declared GPU spec (1x A100, 16Gi, 4Gi `/dev/shm`, spot) on
+2. **data_checks**: deepchecks data integrity and train/test validation in the pinned checks environment; the
+   `checks_gate` param decides what a failure does (fail the run, skip what follows, or warn).
+3. **train**: the reference trainer on the declared GPU spec (1x A100, 16Gi, 4Gi `/dev/shm`, spot) on
    Kubernetes, or a local process on a laptop. One MLflow run per logical run, resumed by retries from the
    latest checkpoint.
-3. **register**: a new MLflow model version with lineage tags (data version, params hash, git sha, image digest,
+4. **model_checks**: deepchecks model evaluation from the trainer's train/test predictions and probabilities
+   (framework-agnostic); the report is attached to the training run in MLflow.
+5. **register**: a new MLflow model version with lineage tags (data version, params hash, git sha, image digest,
    dag/run ids).
 
 Where it runs is configuration: the `mlops_runtime` Variable (`local` | `kubernetes`), `mlops_artifact_root`,
@@ -51,6 +56,8 @@ with DAG(
         "learning_rate": Param(0.01, type="number", exclusiveMinimum=0, description="Learning rate"),
         "gpus": Param(1, type="integer", minimum=0, maximum=8, description="GPUs per worker (Kubernetes)"),
         "gpu_type": Param("a100", type=["string", "null"], description="GPU model, e.g. a100, h100, l4, t4"),
+        "checks_gate": Param("fail", enum=["fail", "skip_downstream", "warn"],
+                             description="When data or model checks fail: fail the run, skip what follows, or warn"),
         "num_workers": Param(1, type="integer", minimum=1, maximum=16,
                              description="Workers; more than 1 runs an Indexed Job with torchrun env"),
     },
@@ -89,10 +96,44 @@ with DAG(
         timeout_seconds=4 * 3600,
     )
 
+    # Data checks before training: data integrity of both splits and train/test validation (drift, leakage).
+    # The scikit-learn datasets carry derived features (radius, perimeter, area) that correlate by construction
+    # and are genuinely predictive, and predictive-power (PPS) estimates on a test split of ~150 rows are noisy:
+    # those three checks report without gating; everything else gates.
+    data_checks = DataChecksOperator(
+        task_id="data_checks",
+        train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
+        test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
+        label_column="target",
+        cat_features=[],
+        checks=[
+            {"name": "feature_feature_correlation", "conditions": {}},
+            {"name": "feature_label_correlation", "conditions": {}},
+            {"name": "feature_label_correlation_change", "conditions": {}},
+        ],
+        gate="{{ params.checks_gate }}",
+        timeout_seconds=1800,
+    )
+
+    # Model checks after training, from the trainer's predictions (never the model object).
+    model_checks = ModelChecksOperator(
+        task_id="model_checks",
+        train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
+        test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
+        train_predictions_uri="{{ ti.xcom_pull(task_ids='train')['predictions']['train'] }}",
+        test_predictions_uri="{{ ti.xcom_pull(task_ids='train')['predictions']['test'] }}",
+        label_column="target",
+        cat_features=[],
+        gate="{{ params.checks_gate }}",
+        mlflow_run_id="{{ ti.xcom_pull(task_ids='train')['mlflow_run_id'] }}",
+        timeout_seconds=1800,
+    )
+
     register = RegisterModelVersionOperator(
         task_id="register",
         model_name="{{ params.model_name }}",
         training_result="{{ ti.xcom_pull(task_ids='train') }}",
     )
 
-    prepare_data >> train >> register
+    prepare_data >> data_checks >> train
+    train >> model_checks >> register

@@ -35,6 +35,28 @@ def table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
+def print_checks(tis: dict) -> None:
+    """The data and model checks: each task's result table (from its result JSON) and its report."""
+    import json
+
+    from airflow_mlops.core.checks import format_table
+
+    for task_id in ("data_checks", "model_checks"):
+        if task_id not in tis:
+            continue
+        xcom = tis[task_id].xcom_pull(task_ids=task_id) or {}
+        if not xcom.get("json_uri"):
+            continue
+        with open(xcom["json_uri"], encoding="utf-8") as fh:
+            result = json.load(fh)
+        verdict = "passed" if xcom["passed"] else f"FAILED: {', '.join(xcom['failed_checks'])}"
+        print(f"\n== {task_id}: {' + '.join(result['suites'] + result['checks_requested'])} ({verdict}, "
+              f"gate {xcom['gate']}) ==")
+        print(format_table(result["checks"], fail_on_warning=bool(result.get("fail_on_warning"))))
+        print(f"  report  {xcom['report_uri']}")
+        print(f"  result  {xcom['json_uri']}")
+
+
 def main() -> int:
     home = os.environ.get("MLOPS_HOME")
     if not home:
@@ -68,6 +90,7 @@ def main() -> int:
         ("predictions", train["predictions"].get("test", "-")),
         *[(f"metric {k}", f"{v:.4f}") for k, v in sorted(metrics.items()) if k.startswith("test_")],
     ]))
+    print_checks(tis)
     print("\nlook at the results:")
     print("  make mlflow-ui    # MLflow UI on http://127.0.0.1:5000 (runs, model versions, lineage tags)")
     print("  make airflow-ui   # Airflow standalone on http://127.0.0.1:8080 with these DAGs")

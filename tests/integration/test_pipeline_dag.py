@@ -19,7 +19,8 @@ def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, ml
     run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5})
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert {k: str(v.state) for k, v in tis.items()} == {
-        "prepare_data": "success", "train": "success", "register": "success"}
+        "prepare_data": "success", "data_checks": "success", "train": "success", "model_checks": "success",
+        "register": "success"}
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
     train = tis["train"].xcom_pull(task_ids="train")
     registered = tis["register"].xcom_pull(task_ids="register")
