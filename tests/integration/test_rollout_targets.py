@@ -221,3 +221,26 @@ def test_manifest_modules_do_not_need_a_cluster(tmp_path: Path) -> None:
     assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [("churn-v3", 75),
                                                                                           ("churn-v4", 25)]
     validate_manifests(objects)
+
+
+def test_kubernetes_replica_ratio_rounds_to_whole_pods(kube: str) -> None:
+    """Weights finer than 100/replicas map to whole pods (a canary always gets one); the recorded weight is
+    reported back, so the engine does not re-apply it forever; a crash before the scale shows as drift."""
+    from kubernetes import client, config
+
+    target = make_target({"kind": "kubernetes", "name": "ratio", "model": MODEL, "kubeconfig": kube,
+                          "traffic": "replicas", "replicas": 4})
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=kube))
+    try:
+        target.deploy_initial("1")
+        state = RolloutState(owner="o", model=MODEL, stable="1", candidate="2",
+                             strategy=CanaryStrategy(steps=(5, 50, 100), pause_s=1).to_dict())
+        target.deploy_candidate(state)
+        state = replace(state, step=0, weight=5)
+        target.apply_weight(state)
+        replicas = {v: apps.read_namespaced_deployment(f"ratio-v{v}", "default").spec.replicas for v in "12"}
+        assert replicas == {"1": 4, "2": 1} and target.observed_weight(state) == 5
+        target.save_state(replace(state, step=1, weight=50))  # persisted, then the worker died before scaling
+        assert target.read_state().weight == 20  # type: ignore[union-attr]  # what the pods really give
+    finally:
+        target.cleanup()

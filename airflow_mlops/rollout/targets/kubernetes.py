@@ -220,7 +220,10 @@ class KubernetesTarget(RolloutTarget):
     def _replicas_for(self, share: int) -> int:
         if self.traffic == "gateway":
             return self.replicas  # each version keeps its full size; the route splits traffic
-        return round(self.replicas * share / 100)
+        if share <= 0:
+            return 0
+        # Replica granularity: a version with any share gets at least one pod (5% of 4 replicas is 1 pod).
+        return max(1, round(self.replicas * share / 100))
 
     def _active_version(self, state: RolloutState) -> str | None:
         """Blue-green switches the active Service's selector; replica-ratio canaries select every version."""
@@ -279,6 +282,11 @@ class KubernetesTarget(RolloutTarget):
         for v in (state.stable, state.candidate):
             d = self._read("Deployment", f"{self.name}-v{v}") if v else None
             counts[v] = int(d.spec.replicas or 0) if d is not None else 0
+        intended = {state.candidate: self._replicas_for(state.weight)}
+        if state.stable and state.stable != state.candidate:
+            intended[state.stable] = self._replicas_for(100 - state.weight)
+        if all(counts.get(v) == n for v, n in intended.items()):
+            return state.weight  # the replicas the recorded weight maps to (ratios are only that precise)
         total = sum(counts.values())
         return round(100 * counts[state.candidate] / total) if total else 0
 
