@@ -332,3 +332,45 @@ def test_invariants(strategy: CanaryStrategy | BlueGreenStrategy, outcomes: list
                 taken = [m for m in state.measurements if m.step == last and m.metric == metric.name]
                 assert len(taken) >= metric.count
                 assert sum(m.outcome == "failed" for m in taken) <= metric.failure_limit
+
+
+@given(strategy=canaries() | blue_greens(),
+       outcomes=st.lists(st.sampled_from(["successful", "successful", "failed", "inconclusive"]), max_size=40),
+       lost=st.lists(st.booleans(), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_invariants_when_traffic_changes_are_lost(strategy: CanaryStrategy | BlueGreenStrategy, outcomes: list[str],
+                                                  lost: list[bool]) -> None:
+    """A worker that dies between persisting a step and applying its weight: the target still shows the old
+    weight. The engine re-applies it (never skips a step's dwell time) and the invariants still hold."""
+    feed, losses = iter(outcomes), iter(lost)
+    state, now, applied_weights = _state(strategy), 1000.0, []
+    for _ in range(3000):
+        action = decide(strategy, state, state.measurements, now)
+        if isinstance(action, Done):
+            break
+        if isinstance(action, Pause):
+            now = action.until
+            continue
+        if isinstance(action, AwaitApproval):
+            state = replace(state, approved=True)
+            continue
+        new: tuple[Measurement, ...] = ()
+        if isinstance(action, Analyse):
+            new = tuple(replace(_m(n, -1 if action.background else action.step, next(feed, "successful"), now),
+                                background=action.background) for n in action.metrics)
+        after = applied(state, action, now, new)
+        if isinstance(action, SetWeight) and next(losses, False):
+            after = replace(after, weight=state.weight)  # persisted, but the target never got the weight
+        else:
+            applied_weights.append(after.weight)
+        state = after
+        now += 0.01
+    else:
+        raise AssertionError("no end")
+    assert (state.phase, state.weight) in (("promoted", 100), ("aborted", 0))
+    progress = applied_weights[:-1] if state.phase == "aborted" else applied_weights
+    assert [w for w in progress if w] == sorted(w for w in progress if w)
+    if state.phase == "promoted":
+        plan = strategy.plan()
+        entered = [h for h in state.history if h["action"] == "SetWeight" and h["step"] == len(plan) - 1][-1]["at"]
+        assert state.history[-1]["at"] >= entered + plan[-1].pause_s
