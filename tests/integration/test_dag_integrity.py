@@ -60,7 +60,8 @@ def test_dagbag_has_no_import_errors(airflow_db: Path) -> None:
 
 def test_operator_modules_import_nothing_heavy() -> None:
     code = ("import sys\nimport airflow_mlops.operators.step, airflow_mlops.operators.training, "
-            "airflow_mlops.operators.registry, airflow_mlops.links.mlflow, airflow_mlops.hooks.mlflow\n"
+            "airflow_mlops.operators.registry, airflow_mlops.links.mlflow, airflow_mlops.hooks.mlflow, "
+            "airflow_mlops.operators.checks, airflow_mlops.links.checks, airflow_mlops.runtime.checks_env\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
