@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, Param, Variable, task
 
 from airflow_mlops.core.gpu import GpuSpec
 from airflow_mlops.operators.checks import DataChecksOperator, ModelChecksOperator
-from airflow_mlops.operators.registry import RegisterModelVersionOperator
+from airflow_mlops.operators.registry import (
+    CompareModelVersionsOperator,
+    PromoteModelAliasOperator,
+    RegisterModelVersionOperator,
+    model_alias_asset,
+)
 from airflow_mlops.operators.step import MlopsStepOperator
 from airflow_mlops.operators.training import GpuTrainingOperator
 
@@ -30,6 +36,14 @@ DOC = """
    (framework-agnostic); the report is attached to the training run in MLflow.
 5. **register**: a new MLflow model version with lineage tags (data version, params hash, git sha, image digest,
    dag/run ids).
+
+6. **compare**: the new version against the `champion` alias under the `promotion_policy` param (primary metric,
+   minimum improvement, guard metrics, required check verdicts); the decision and its reasons go to XCom and to
+   tags on the version. A reject stops here.
+7. **approve** (only when `automation_level` is `approve`, from the param or the `mlops_automation_level`
+   Variable): a human approves or rejects in the Airflow UI (HITL).
+8. **promote**: moves the `challenger` alias with compare-and-swap (the previous holder stays under
+   `challenger_previous`) and emits the Asset event `x-mlflow://<model>@challenger` that schedules the rollout.
 
 Where it runs is configuration: the `mlops_runtime` Variable (`local` | `kubernetes`), `mlops_artifact_root`,
 the `mlflow_default` and `kubernetes_default` connections. See the README's settings table.
@@ -60,6 +74,14 @@ with DAG(
                              description="When data or model checks fail: fail the run, skip what follows, or warn"),
         "num_workers": Param(1, type="integer", minimum=1, maximum=16,
                              description="Workers; more than 1 runs an Indexed Job with torchrun env"),
+        "automation_level": Param(None, type=["null", "string"], enum=[None, "auto", "approve"],
+                                  description="auto: promote on a passing decision; approve: ask a human first. "
+                                              "Empty: the mlops_automation_level Variable (default auto)"),
+        "promotion_policy": Param(
+            {"primary_metric": "test_accuracy", "direction": "maximize", "min_improvement": 0.0,
+             "guards": [{"name": "test_log_loss", "direction": "minimize", "tolerance": 0.05}],
+             "required_checks": ["data_checks", "model_checks"], "no_champion": "promote"},
+            type="object", description="PromotionPolicy: challenger vs the champion alias"),
     },
 ) as dag:
     prepare_data = MlopsStepOperator(
@@ -133,7 +155,49 @@ with DAG(
         task_id="register",
         model_name="{{ params.model_name }}",
         training_result="{{ ti.xcom_pull(task_ids='train') }}",
+        check_results={"data_checks": "{{ ti.xcom_pull(task_ids='data_checks') }}",
+                       "model_checks": "{{ ti.xcom_pull(task_ids='model_checks') }}"},
     )
+
+    compare = CompareModelVersionsOperator(
+        task_id="compare",
+        model_name="{{ params.model_name }}",
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        policy="{{ params.promotion_policy | tojson }}",
+        champion_alias="champion",
+        target_alias="challenger",
+    )
+
+    @task.branch(task_id="route")
+    def route(decision: dict, level: str | None) -> list[str]:
+        """Reject: stop. Promote: straight to promote (auto) or through a human approval (approve)."""
+        if not decision or not decision.get("promote"):
+            return []
+        level = level or Variable.get("mlops_automation_level", default="auto")
+        return ["approve"] if level == "approve" else ["promote"]
+
+    approve = ApprovalOperator(
+        task_id="approve",
+        subject="Promote {{ params.model_name }} v{{ ti.xcom_pull(task_ids='register')['version'] }} to challenger?",
+        body="{% for r in ti.xcom_pull(task_ids='compare')['reasons'] %}- {{ r }}\n{% endfor %}",
+        response_timeout=timedelta(days=2),
+    )
+
+    promote = PromoteModelAliasOperator(
+        task_id="promote",
+        model_name="{{ params.model_name }}",
+        alias="challenger",
+        decision="{{ ti.xcom_pull(task_ids='compare') | tojson }}",
+        approval="{{ {'responded_by_user': (ti.xcom_pull(task_ids='approve') or {}).get('responded_by_user')} "
+                 "| tojson }}",
+        # The event's URI names the default model; its extra carries the model, alias and version moved.
+        outlets=[model_alias_asset("breast_cancer_classifier", "challenger")],
+        trigger_rule="none_failed_min_one_success",
+    )
+    routed = route(compare.output, "{{ params.automation_level or '' }}")
 
     prepare_data >> data_checks >> train
     train >> model_checks >> register
+    register >> compare >> routed
+    routed >> [approve, promote]
+    approve >> promote

@@ -202,8 +202,8 @@ class PromotionPolicy:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-safe) for XCom and tags."""
-        return asdict(self)
+        """Plain dict (JSON-safe: lists, not tuples) for XCom and tags."""
+        return dict(json.loads(json.dumps(asdict(self))))
 
     def metrics_needed(self) -> tuple[str, ...]:
         """Every metric the policy reads."""

@@ -21,21 +21,21 @@ if TYPE_CHECKING:
 
     from airflow_mlops.hooks.mlflow import MlflowHook
 
-ASSET_SCHEME = "mlflow"
+ASSET_SCHEME = "x-mlflow"
 CHECK_TAG = "mlops.check"
 
 
 def model_alias_asset(model_name: str, alias: str) -> Asset:
-    """The Asset a promotion of ``model_name@alias`` emits: ``mlflow://<model>@<alias>/``.
+    """The Asset a promotion of ``model_name@alias`` emits: ``x-mlflow://<model>@<alias>``.
 
-    Airflow 3 normalises Asset URIs (lower-case scheme, ``airflow`` reserved, fragment dropped, an empty path
-    becomes ``/``), so the URI is written in that normal form; the model name and alias are percent-quoted so a
-    name with spaces or ``/`` stays one URI authority.
+    Airflow 3 passes URIs whose scheme starts with ``x-`` through untouched; any other unknown scheme (a bare
+    ``mlflow://``) makes Airflow load every provider's asset URI handlers at DAG parse time (the amazon one
+    imports boto3). The model name and alias are percent-quoted so a name with spaces stays one authority.
     """
     if not model_name or "{{" in model_name:
         raise SpecError("model_alias_asset.model_name", "a literal model name (Asset URIs are fixed at parse time)",
                         model_name)
-    return Asset(uri=f"{ASSET_SCHEME}://{quote(model_name, safe='')}@{quote(alias, safe='')}/",
+    return Asset(uri=f"{ASSET_SCHEME}://{quote(model_name, safe='')}@{quote(alias, safe='')}",
                  name=f"{model_name}@{alias}", group="mlflow-model")
 
 
@@ -299,7 +299,7 @@ class PromoteModelAliasOperator(_RegistryOperator):
     The alias moves only if it still points where ``decision['read_aliases']`` says it pointed when the
     comparison ran (or, without a decision, where it points when this task starts). The previous holder stays
     reachable under ``rollback_alias``. Audit tags record the dag run, the approver (from ``approval``), when and
-    why. A rejected decision skips the task. Outlets ``mlflow://...`` get the version in their event extra.
+    why. A rejected decision skips the task. Outlets ``x-mlflow://...`` get the version in their event extra.
 
     :param model_name: registered model name (templated).
     :param version: the version to promote (templated); default the decision's ``challenger_version``.

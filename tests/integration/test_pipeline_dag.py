@@ -20,10 +20,15 @@ def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, ml
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert {k: str(v.state) for k, v in tis.items()} == {
         "prepare_data": "success", "data_checks": "success", "train": "success", "model_checks": "success",
-        "register": "success"}
+        "register": "success", "compare": "success", "route": "success", "approve": "skipped", "promote": "success"}
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
     train = tis["train"].xcom_pull(task_ids="train")
     registered = tis["register"].xcom_pull(task_ids="register")
+    # No champion yet and both checks passed: the policy promotes the first version to the challenger alias.
+    decision = tis["compare"].xcom_pull(task_ids="compare")
+    assert decision["promote"] and decision["challenger_version"] == registered["version"], decision["reasons"]
+    assert registered["checks"] == {"data_checks": True, "model_checks": True}
+    assert tis["promote"].xcom_pull(task_ids="promote")["version"] == registered["version"]
 
     # Everything lives in the embedded stack under MLOPS_HOME.
     assert data["train_uri"].startswith(str(mlops_home / "artifacts"))

@@ -56,7 +56,7 @@ def test_register_compare_promote_then_rollback(airflow_db: Path, mlops_home: Pa
     assert tags["mlops.airflow.dag_id"] == "registry_flow" and tags["team"] == "ml-platform"
     assert hook.get_alias_version(MODEL, "challenger") == "1"
     with create_session() as session:
-        asset = session.query(AssetModel).filter(AssetModel.uri == f"mlflow://{MODEL}@challenger/").one()
+        asset = session.query(AssetModel).filter(AssetModel.uri == f"x-mlflow://{MODEL}@challenger").one()
         events = session.query(AssetEvent).filter(AssetEvent.asset_id == asset.id).all()
         assert [e.extra.get("version") for e in events] == ["1"]
         assert events[0].extra["model_uri"] == f"models:/{MODEL}@challenger"
