@@ -57,6 +57,27 @@ def print_checks(tis: dict) -> None:
         print(f"  result  {xcom['json_uri']}")
 
 
+def print_decision(tis: dict) -> None:
+    """The promotion decision (challenger vs champion), every reason, and the alias it moved."""
+    decision = tis["compare"].xcom_pull(task_ids="compare") if "compare" in tis else None
+    if not decision:
+        return
+    champion = decision.get("champion_version")
+    print(f"\n== compare: {decision['model_name']} v{decision['challenger_version']} vs "
+          f"{'champion v' + champion if champion else 'no champion'}: "
+          f"{'PROMOTE' if decision['promote'] else 'REJECT'}")
+    for reason in decision["reasons"]:
+        print(f"  - {reason}")
+    promoted = tis["promote"].xcom_pull(task_ids="promote") if str(tis["promote"].state) == "success" else None
+    if promoted:
+        print(f"  {promoted['name']}@{promoted['alias']} -> v{promoted['version']}"
+              + (f" (previous v{promoted['previous_version']} kept as @{promoted['rollback_alias']})"
+                 if promoted.get("previous_version") else "")
+              + f"; Asset event x-mlflow://{promoted['name']}@{promoted['alias']}")
+    else:
+        print(f"  promote: {tis['promote'].state}")
+
+
 def main() -> int:
     home = os.environ.get("MLOPS_HOME")
     if not home:
@@ -91,6 +112,7 @@ def main() -> int:
         *[(f"metric {k}", f"{v:.4f}") for k, v in sorted(metrics.items()) if k.startswith("test_")],
     ]))
     print_checks(tis)
+    print_decision(tis)
     print("\nlook at the results:")
     print("  make mlflow-ui    # MLflow UI on http://127.0.0.1:5000 (runs, model versions, lineage tags)")
     print("  make airflow-ui   # Airflow standalone on http://127.0.0.1:8080 with these DAGs")

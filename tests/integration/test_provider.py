@@ -15,8 +15,8 @@ def test_entry_point_loads_provider_info() -> None:
     info = eps[0].load()()
     assert info["package-name"] == "airflow-mlops"
     assert info["versions"] == [airflow_mlops.__version__]
-    assert {"connection-type": "mlflow", "hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook"} in \
-        info["connection-types"]
+    assert [c["hook-class-name"] for c in info["connection-types"] if c["connection-type"] == "mlflow"] == \
+        ["airflow_mlops.hooks.mlflow.MlflowHook"]
     assert "airflow_mlops.links.mlflow.MlflowRunLink" in info["extra-links"]
 
 
