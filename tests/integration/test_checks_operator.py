@@ -77,3 +77,25 @@ def test_passing_checks_attach_the_report_to_the_mlflow_run(airflow_db: Path, ml
     ti = next(t for t in run.get_task_instances() if t.task_id == "checks")
     assert ti.xcom_pull(task_ids="checks", key="check_report_url") == f"file://{xcom['report_uri']}"
     assert mlflow.__version__
+
+
+def test_drift_operator_flags_shifted_features_and_predictions(airflow_db: Path, mlops_home: Path,
+                                                               tmp_path: Path) -> None:
+    import numpy as np
+
+    reference, current = clean_frame(seed=5), clean_frame(seed=6).drop(columns=["target"])
+    current["f0"] = current["f0"] + 2.5  # inputs moved, and with them the model's outputs
+    paths = {}
+    for name, frame in (("reference", reference), ("current", current)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        frame.to_parquet(paths[name], index=False)
+        p1 = 1 / (1 + np.exp(-frame["f0"].to_numpy()))
+        paths[f"{name}_predictions"] = str(tmp_path / f"{name}_pred.parquet")
+        pd.DataFrame({"y_pred": (p1 > 0.5).astype(int), "proba_0": 1 - p1, "proba_1": p1}).to_parquet(
+            paths[f"{name}_predictions"], index=False)
+    run = load_dag("checks_drift_test").test(run_conf=paths)
+    (ti,) = run.get_task_instances()
+    assert str(ti.state) == "success"  # gate warn
+    xcom = ti.xcom_pull(task_ids="drift")
+    assert xcom["suites"] == ["drift"] and xcom["passed"] is False
+    assert xcom["failed_checks"] == ["feature_drift", "prediction_drift"]
