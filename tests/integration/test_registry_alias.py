@@ -12,6 +12,7 @@ from airflow_mlops.core.promotion import (
     UnknownAliasError,
     UnknownModelError,
     UnknownVersionError,
+    VersionNotReadyError,
 )
 from airflow_mlops.hooks.mlflow import MlflowHook
 from tests.integration.registry_support import make_versions
@@ -107,3 +108,34 @@ def test_clear_errors_for_unknown_model_alias_version(hook: MlflowHook, versions
     with pytest.raises(UnknownVersionError, match="model 'clf' has no version '42'"):
         hook.move_alias("clf", "champion", "42", expected_version=None)
     assert hook.get_alias_version("clf", "champion") is None
+
+
+def _set_status(hook: MlflowHook, name: str, version: str, status: str) -> None:
+    """Put a real stored version into a registration state (the SQLite store finishes registration instantly)."""
+    import sqlite3
+
+    path = hook.tracking_uri[len("sqlite:///"):]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE model_versions SET status = ?, status_message = ? WHERE name = ? AND version = ?",
+                   (status, "copying artifacts", name, int(version)))
+
+
+def test_version_never_ready_fails_clearly(hook: MlflowHook, versions: list[str]) -> None:
+    _set_status(hook, "clf", versions[1], "PENDING_REGISTRATION")
+    with pytest.raises(VersionNotReadyError, match=r"model clf version 2 not READY after 0.3s "
+                                                   r"\(status PENDING_REGISTRATION: copying artifacts\)"):
+        hook.wait_until_ready("clf", versions[1], timeout=0.3, poll_interval=0.1)
+    with pytest.raises(VersionNotReadyError, match="is PENDING_REGISTRATION, not READY: refusing to point champion"):
+        hook.move_alias("clf", "champion", versions[1], expected_version=None)
+    _set_status(hook, "clf", versions[2], "FAILED_REGISTRATION")
+    with pytest.raises(VersionNotReadyError, match="model clf version 3 failed registration: copying artifacts"):
+        hook.wait_until_ready("clf", versions[2], timeout=5, poll_interval=0.1)
+    assert hook.get_alias_version("clf", "champion") is None
+
+
+def test_copy_model_version_once(hook: MlflowHook, versions: list[str]) -> None:
+    copied = hook.copy_model_version("clf", versions[2], "clf_prod")
+    again = hook.copy_model_version("clf", versions[2], "clf_prod")
+    assert str(copied.version) == str(again.version) == "1" and copied.status == "READY"
+    assert copied.tags["mlops.copied_from"] == "clf/3"
+    assert len(hook.get_client().search_model_versions("name = 'clf_prod'")) == 1
