@@ -94,38 +94,58 @@ class RetryingClient:
     :param max_retries: retries after the first attempt.
     :param backoff_factor: first wait in seconds; doubles per retry, capped at 30s.
     :param log: where retries are reported.
+    :param env: MLflow settings (environment variables) in force during each call only, so that step processes
+        started from this worker keep MLflow's defaults.
     """
 
-    def __init__(self, client: Any, max_retries: int, backoff_factor: float, log: Any) -> None:
+    def __init__(self, client: Any, max_retries: int, backoff_factor: float, log: Any,
+                 env: Mapping[str, str] | None = None) -> None:
         self._client = client
         self._max_retries = max_retries
         self._backoff = backoff_factor
         self._log = log
+        self._env = dict(env or {})
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if not callable(attr) or name.startswith("_") or name in NOT_RETRIED:
+        if not callable(attr) or name.startswith("_"):
             return attr
-        return self._retrying(name, attr)
+        return self._retrying(name, attr, 0 if name in NOT_RETRIED else self._max_retries)
 
-    def _retrying(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def _retrying(self, name: str, call: Callable[..., Any], max_retries: int) -> Callable[..., Any]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
             while True:
                 try:
-                    return call(*args, **kwargs)
+                    with _scoped_env(self._env):
+                        return call(*args, **kwargs)
                 except Exception as err:
                     retry, why = is_retryable(err)
-                    if not retry or attempt >= self._max_retries:
+                    if not retry or attempt >= max_retries:
                         if retry:
                             self._log.warning("MLflow %s failed (%s) after %d retries: giving up", name, why, attempt)
                         raise
                     wait = min(self._backoff * 2**attempt, MAX_BACKOFF) * (0.5 + random.random() / 2)
                     attempt += 1
                     self._log.warning("MLflow %s failed (%s): retry %d/%d in %.2fs", name, why, attempt,
-                                      self._max_retries, wait)
+                                      max_retries, wait)
                     time.sleep(wait)
         return wrapped
+
+
+@contextlib.contextmanager
+def _scoped_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore them (MLflow reads its HTTP settings per request)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _extra(extra: Mapping[str, Any], key: str) -> Any:
@@ -289,18 +309,19 @@ class MlflowHook(BaseHook):
     def get_client(self) -> MlflowClient:
         """An MlflowClient for this connection (credentials through MLflow's own env variables).
 
-        Its calls are retried by :class:`RetryingClient`: MLflow's own transport retries are switched off
-        (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``) so that a 429/408 is not retried and each retry is logged.
+        Its calls are retried by :class:`RetryingClient`: MLflow's own transport retries are switched off during
+        each call (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``) so that a 429/408 is not retried and each retry is logged.
         """
         from mlflow import MlflowClient
 
         s = self.settings
         os.environ.update(self.process_env())
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(s.get("timeout", DEFAULT_TIMEOUT))
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=s.get("registry_uri"))
+        env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(s.get("timeout", DEFAULT_TIMEOUT))}
         return cast("MlflowClient", RetryingClient(client, int(s.get("max_retries", DEFAULT_MAX_RETRIES)),
-                                                   float(s.get("backoff_factor", DEFAULT_BACKOFF_FACTOR)), self.log))
+                                                   float(s.get("backoff_factor", DEFAULT_BACKOFF_FACTOR)), self.log,
+                                                   env))
 
     @contextlib.contextmanager
     def active_tracking_uri(self) -> Iterator[None]:

@@ -7,6 +7,7 @@ every request still goes through the real MlflowClient and, when forwarded, the 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +47,10 @@ def connect(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, login: str 
         {"conn_type": "mlflow", "host": url, "login": login, "password": password,
          "extra": {"backoff_factor": 0.05, **extra}}))
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "MLFLOW_TRACKING_TOKEN", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+                 "MLFLOW_TRACKING_TOKEN"):
         monkeypatch.setenv(name, "")
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
     return MlflowHook(conn_id)
 
 
@@ -97,6 +100,8 @@ def test_503_then_ok_is_retried(mlflow_server: MlflowServer, proxy: FaultProxy,
     ok, message = hook.test_connection()
     assert ok, message
     assert proxy.hits["/api/2.0/mlflow/experiments/search"] == 3
+    # MLflow's own retry switch is scoped to the hook's calls: steps started later keep MLflow's defaults.
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
     logs = "".join(capfd.readouterr())
     assert "MLflow search_experiments failed (HTTP 503): retry 1/3" in logs
     assert "retry 2/3" in logs
