@@ -9,16 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Param
 
+from airflow_mlops.assets import RETRAINING_REQUESTED
 from airflow_mlops.operators.checks import DriftChecksOperator
 from airflow_mlops.operators.monitoring import ModelReferenceOperator
 from airflow_mlops.operators.retrain import RequestRetrainingOperator
 from airflow_mlops.operators.step import MlopsStepOperator
-
-#: The training pipeline is scheduled on this asset: an event here is a retraining request, with its reasons.
-# An "x-" scheme: Airflow skips provider URI normalisers for it, which would import boto3 at parse time.
-RETRAINING_REQUESTED = Asset(name="mlops_retraining_requested", uri="x-mlops://retraining-requested")
 
 DOC = """
 ### MLOps drift monitor

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Param, Variable, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, Variable, task
 
+from airflow_mlops.assets import RETRAINING_REQUESTED, TRAINING_DATA
 from airflow_mlops.core.gpu import GpuSpec
 from airflow_mlops.operators.checks import DataChecksOperator, ModelChecksOperator
 from airflow_mlops.operators.registry import (
@@ -29,14 +30,15 @@ DOC = """
    hash is the data version.
 2. **data_checks**: deepchecks data integrity and train/test validation in the pinned checks environment; the
    `checks_gate` param decides what a failure does (fail the run, skip what follows, or warn).
-3. **train**: the reference trainer on the declared GPU spec (1x A100, 16Gi, 4Gi `/dev/shm`, spot) on
+3. **hp_grid → train → select_best**: one training job per point of the `hp_grid` param (dynamic task mapping;
+   empty grid: one job), each with its own MLflow run and checkpoints; the best by the promotion policy's primary
+   metric goes on. **train**: the reference trainer on the declared GPU spec (1x A100, 16Gi, 4Gi `/dev/shm`, spot) on
    Kubernetes, or a local process on a laptop. One MLflow run per logical run, resumed by retries from the
    latest checkpoint.
 4. **model_checks**: deepchecks model evaluation from the trainer's train/test predictions and probabilities
    (framework-agnostic); the report is attached to the training run in MLflow.
 5. **register**: a new MLflow model version with lineage tags (data version, params hash, git sha, image digest,
    dag/run ids).
-
 6. **compare**: the new version against the `champion` alias under the `promotion_policy` param (primary metric,
    minimum improvement, guard metrics, required check verdicts); the decision and its reasons go to XCom and to
    tags on the version. A reject stops here.
@@ -45,6 +47,9 @@ DOC = """
 8. **promote**: moves the `challenger` alias with compare-and-swap (the previous holder stays under
    `challenger_previous`) and emits the Asset event `x-mlflow://<model>@challenger` that schedules the rollout.
 
+Runs weekly, when the `mlops_training_data` asset gets an event (new data landed), when the drift monitor emits
+`mlops_retraining_requested` (its event says why), or by hand.
+
 Where it runs is configuration: the `mlops_runtime` Variable (`local` | `kubernetes`), `mlops_artifact_root`,
 the `mlflow_default` and `kubernetes_default` connections. See the README's settings table.
 """
@@ -52,7 +57,9 @@ the `mlflow_default` and `kubernetes_default` connections. See the README's sett
 with DAG(
     dag_id="mlops_training_pipeline",
     description="Prepare data, train on a GPU spec, register the model version in MLflow",
-    schedule=None,
+    # Weekly, when new training data lands, or when the drift monitor (or a person) asks for retraining.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
+                                 assets=(TRAINING_DATA | RETRAINING_REQUESTED)),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -70,6 +77,20 @@ with DAG(
         "learning_rate": Param(0.01, type="number", exclusiveMinimum=0, description="Learning rate"),
         "gpus": Param(1, type="integer", minimum=0, maximum=8, description="GPUs per worker (Kubernetes)"),
         "gpu_type": Param("a100", type=["string", "null"], description="GPU model, e.g. a100, h100, l4, t4"),
+        "hp_grid": Param([], type="array", maxItems=32,
+                         items={"type": "object", "minProperties": 1, "additionalProperties": False,
+                                "properties": {"framework": {"enum": ["auto", "sklearn", "torch"]},
+                                               "epochs": {"type": "integer", "minimum": 1},
+                                               "learning_rate": {"type": "number", "exclusiveMinimum": 0},
+                                               "batch_size": {"type": "integer", "minimum": 1},
+                                               "hidden": {"type": "integer", "minimum": 1},
+                                               "seed": {"type": "integer"}}},
+                         description="Hyperparameter fan-out: one training job per point (overrides of the params "
+                                     "above), e.g. [{\"learning_rate\": 0.01}, {\"learning_rate\": 0.1}]; the best "
+                                     "by the promotion policy's primary metric goes on. Empty: one job"),
+        "fault_percent": Param(0, type="integer", minimum=0, maximum=100,
+                               description="DEMO SWITCH: the served model fails this % of requests (offline checks "
+                                           "pass; the progressive rollout must catch it). Keep 0"),
         "checks_gate": Param("fail", enum=["fail", "skip_downstream", "warn"],
                              description="When data or model checks fail: fail the run, skip what follows, or warn"),
         "num_workers": Param(1, type="integer", minimum=1, maximum=16,
@@ -93,18 +114,27 @@ with DAG(
         timeout_seconds=900,
     )
 
-    train = GpuTrainingOperator(
+    @task(task_id="hp_grid")
+    def hp_grid(params: dict | None = None) -> list[dict]:
+        """One hyperparameter set per grid point (validated: unknown keys and repeats name the point)."""
+        from airflow_mlops.core.hparams import expand_grid
+
+        assert params is not None
+        base = {"framework": params["framework"], "epochs": params["epochs"],
+                "learning_rate": params["learning_rate"]}
+        if params.get("fault_percent"):
+            base["fault_percent"] = params["fault_percent"]
+        return expand_grid(base, params.get("hp_grid"))
+
+    grid = hp_grid()
+
+    train = GpuTrainingOperator.partial(
         task_id="train",
         experiment_name="{{ params.model_name }}",
         train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
         test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
         data_version="{{ ti.xcom_pull(task_ids='prepare_data')['data_version'] }}",
         label_column="target",
-        hyperparams={
-            "framework": "{{ params.framework }}",
-            "epochs": "{{ params.epochs }}",
-            "learning_rate": "{{ params.learning_rate }}",
-        },
         compute={
             "gpus": "{{ params.gpus }}",
             "gpu_type": "{{ params.gpu_type if params.gpus else '' }}",
@@ -116,7 +146,24 @@ with DAG(
             "capacity_type": "spot",
         },
         timeout_seconds=4 * 3600,
-    )
+    ).expand(hyperparams=grid)
+
+    @task(task_id="select_best")
+    def select_best(results: list[dict], params: dict | None = None) -> dict:
+        """The best training run of the fan-out by the promotion policy's primary metric."""
+        from airflow_mlops.core.hparams import pick_best
+
+        assert params is not None
+        runs = list(results)
+        policy = params["promotion_policy"]
+        best = pick_best(runs, policy["primary_metric"], policy.get("direction", "maximize"))
+        metric = policy["primary_metric"]
+        for i, run in enumerate(runs):
+            print(f"{'->' if i == best else '  '} train[{i}] {run.get('mlflow_run_id')}: {metric}="
+                  f"{run['metrics'][metric]:.4f} ({run.get('framework')}, {run.get('epochs')} epochs)")
+        return {**runs[best], "fanout": {"runs": len(runs), "picked": best, "metric": metric}}
+
+    best = select_best(train.output)
 
     # Data checks before training: data integrity of both splits and train/test validation (drift, leakage).
     # The scikit-learn datasets carry derived features (radius, perimeter, area) that correlate by construction
@@ -142,19 +189,19 @@ with DAG(
         task_id="model_checks",
         train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
         test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
-        train_predictions_uri="{{ ti.xcom_pull(task_ids='train')['predictions']['train'] }}",
-        test_predictions_uri="{{ ti.xcom_pull(task_ids='train')['predictions']['test'] }}",
+        train_predictions_uri="{{ ti.xcom_pull(task_ids='select_best')['predictions']['train'] }}",
+        test_predictions_uri="{{ ti.xcom_pull(task_ids='select_best')['predictions']['test'] }}",
         label_column="target",
         cat_features=[],
         gate="{{ params.checks_gate }}",
-        mlflow_run_id="{{ ti.xcom_pull(task_ids='train')['mlflow_run_id'] }}",
+        mlflow_run_id="{{ ti.xcom_pull(task_ids='select_best')['mlflow_run_id'] }}",
         timeout_seconds=1800,
     )
 
     register = RegisterModelVersionOperator(
         task_id="register",
         model_name="{{ params.model_name }}",
-        training_result="{{ ti.xcom_pull(task_ids='train') }}",
+        training_result="{{ ti.xcom_pull(task_ids='select_best') }}",
         check_results={"data_checks": "{{ ti.xcom_pull(task_ids='data_checks') }}",
                        "model_checks": "{{ ti.xcom_pull(task_ids='model_checks') }}"},
     )
@@ -196,8 +243,8 @@ with DAG(
     )
     routed = route(compare.output, "{{ params.automation_level or '' }}")
 
-    prepare_data >> data_checks >> train
-    train >> model_checks >> register
+    prepare_data >> data_checks >> grid
+    best >> model_checks >> register
     register >> compare >> routed
     routed >> [approve, promote]
     approve >> promote

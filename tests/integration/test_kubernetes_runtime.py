@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.dagfiles import load_dag
+from tests.integration.test_checks_step import checks_python
 from tests.kube.cluster import EVICTED, IMAGE_PULL, OOM, RUN, UNSCHEDULABLE, FakeCluster
 
 pytestmark = pytest.mark.slow
+__all__ = ["checks_python"]
 TOKEN = "s3cr3t-mlflow-token"
+CHECKS_IMAGE = "registry.example/ml/checks:0.19.1"
 
 
 @pytest.fixture
@@ -52,13 +55,25 @@ def env_of(pod: dict) -> dict[str, dict]:
     return {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
 
 
-def test_reference_pipeline_runs_on_kubernetes_by_configuration(on_kubernetes: FakeCluster) -> None:
+def test_reference_pipeline_runs_on_kubernetes_by_configuration(on_kubernetes: FakeCluster, checks_python: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
+    from airflow_mlops.runtime.checks_env import step_pythonpath
+
+    # The checks image holds the pinned deepchecks environment: the kubelet runs its python from that venv.
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_CHECKS_IMAGE", CHECKS_IMAGE)
+    on_kubernetes.image_runtimes[CHECKS_IMAGE] = (checks_python, {"PYTHONPATH": step_pythonpath()})
     run = load_dag("mlops_training_pipeline").test(run_conf={"model_name": "k8s_model", "epochs": 4})
-    assert states(run) == {"prepare_data": "success", "train": "success", "register": "success"}
+    assert states(run) == {"prepare_data": "success", "data_checks": "success", "hp_grid": "success",
+                           "train": "success", "select_best": "success", "model_checks": "success",
+                           "register": "success", "compare": "success", "route": "success", "approve": "skipped",
+                           "promote": "success"}
     ti = {t.task_id: t for t in run.get_task_instances()}
-    result = ti["train"].xcom_pull(task_ids="train")
+    result = ti["select_best"].xcom_pull(task_ids="select_best")
+    for step in ("data-checks", "model-checks"):
+        (checks_pod,) = pods_of(on_kubernetes, step)
+        assert checks_pod["spec"]["containers"][0]["image"] == CHECKS_IMAGE
 
     (pod,) = pods_of(on_kubernetes, "train")
     container = pod["spec"]["containers"][0]

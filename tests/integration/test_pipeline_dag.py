@@ -16,13 +16,22 @@ def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, ml
     import mlflow
 
     dag = load_dag("mlops_training_pipeline")
-    run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5})
-    tis = {ti.task_id: ti for ti in run.get_task_instances()}
-    assert {k: str(v.state) for k, v in tis.items()} == {
-        "prepare_data": "success", "data_checks": "success", "train": "success", "model_checks": "success",
-        "register": "success", "compare": "success", "route": "success", "approve": "skipped", "promote": "success"}
+    # A two-point hyperparameter fan-out: two mapped training jobs, the better one goes on.
+    run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5,
+                             "hp_grid": [{"learning_rate": 0.0001}, {"learning_rate": 0.05}]})
+    states = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances())
+    assert states == sorted([(t, -1, s) for t, s in {
+        "prepare_data": "success", "data_checks": "success", "hp_grid": "success", "select_best": "success",
+        "model_checks": "success", "register": "success", "compare": "success", "route": "success",
+        "approve": "skipped", "promote": "success"}.items()] + [("train", 0, "success"), ("train", 1, "success")])
+    tis = {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 1}
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
-    train = tis["train"].xcom_pull(task_ids="train")
+    runs = [tis["train"].xcom_pull(task_ids="train", map_indexes=i) for i in (0, 1)]
+    train = tis["select_best"].xcom_pull(task_ids="select_best")
+    assert len({r["mlflow_run_id"] for r in runs}) == 2  # each grid point has its own MLflow run
+    scores = [r["metrics"]["test_accuracy"] for r in runs]
+    assert train["fanout"] == {"runs": 2, "picked": scores.index(max(scores)), "metric": "test_accuracy"}
+    assert train["mlflow_run_id"] == runs[train["fanout"]["picked"]]["mlflow_run_id"]
     registered = tis["register"].xcom_pull(task_ids="register")
     # No champion yet and both checks passed: the policy promotes the first version to the challenger alias.
     decision = tis["compare"].xcom_pull(task_ids="compare")
@@ -34,12 +43,13 @@ def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, ml
     assert data["train_uri"].startswith(str(mlops_home / "artifacts"))
     assert train["mlflow_tracking_uri"] == f"sqlite:///{mlops_home}/mlflow/mlflow.db"
     assert Path(train["predictions"]["test"]).is_file()
-    assert train["checkpoint_uri"].endswith("/train/checkpoints")
+    assert train["checkpoint_uri"].endswith(f"/train.{train['fanout']['picked']}/checkpoints")
     assert train["mlflow_run_url"].endswith(f"/runs/{train['mlflow_run_id']}")
 
     client = mlflow.MlflowClient(train["mlflow_tracking_uri"])
     run_info = client.get_run(train["mlflow_run_id"])
     assert run_info.data.params["epochs"] == "5"
+    assert run_info.data.params["learning_rate"] == str([0.0001, 0.05][train["fanout"]["picked"]])
     assert run_info.data.tags["mlops.airflow.dag_id"] == "mlops_training_pipeline"
     assert run_info.data.tags["mlops.airflow.run_id"] == run.run_id
     assert run_info.data.tags["mlops.data_version"] == data["data_version"]

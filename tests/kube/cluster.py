@@ -1425,7 +1425,8 @@ class _Kubelet:
 
         The process inherits ``os.environ`` plus ``PYTHONUNBUFFERED=1`` (so Python output streams as it
         comes, like most training images set) and ``HOSTNAME``; a leading ``python``/``python3`` is
-        replaced with ``sys.executable``; ``workingDir`` is honoured only if it exists on this machine.
+        replaced with ``sys.executable`` (or the image's interpreter from ``FakeCluster.image_runtimes``);
+        ``workingDir`` is honoured only if it exists on this machine.
         """
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         hostname = pod["spec"].get("hostname") or key[1]
@@ -1438,10 +1439,11 @@ class _Kubelet:
         if not argv:
             record.exit_code = 0
             return 0, "Completed", None
+        interpreter, image_env = self.cluster.image_runtimes.get(str(container.get("image")), (sys.executable, {}))
         if _PYTHON.match(argv[0]):
-            argv[0] = sys.executable
+            argv[0] = interpreter
         workdir = container.get("workingDir")
-        process_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOSTNAME": hostname, **env}
+        process_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOSTNAME": hostname, **image_env, **env}
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -1830,6 +1832,9 @@ class FakeCluster:
         self.jobs_created: list[dict[str, Any]] = []
         self.services_created: list[dict[str, Any]] = []
         self.ran_commands: list[RanCommand] = []
+        # What an image holds, for images whose Python is not the test's own (e.g. the pinned checks image):
+        # image -> (interpreter, extra env). Other images run ``python`` as ``sys.executable``.
+        self.image_runtimes: dict[str, tuple[str, dict[str, str]]] = {}
         self._namespaces = list(namespaces)
         self._host = host
         self._port: int | None = None
