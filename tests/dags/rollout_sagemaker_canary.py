@@ -33,7 +33,7 @@ with DAG("rollout_sagemaker_canary", schedule=None, start_date=dt.datetime(2025,
          params=PARAMS, tags=["test", "rollout", "sagemaker"],
          doc_md="Canary 25/50/100 on a SageMaker endpoint; CloudWatch 5xx rate and latency per variant.") as dag:
     CanaryRolloutOperator(
-        task_id="canary", owner="mlops", retries=0, model_name="{{ params.model }}",
+        task_id="canary", owner="mlops", retries=1, model_name="{{ params.model }}",
         candidate_version="{{ params.candidate }}", target=TARGET, steps=(25, 50, 100), pause_s=2.5,
         analysis=AnalysisSpec((ERRORS, LATENCY)), poll_s=0.2,
     )

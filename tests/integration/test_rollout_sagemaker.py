@@ -8,8 +8,10 @@ What moto 5.2.5 cannot run, said precisely:
   :func:`moto_update_endpoint` adds it to moto's own SageMaker backend with the documented AWS behaviour
   (the endpoint takes the new config's production variants and is ``Updating`` until the new fleet is up,
   here 0.3 s). ``test_moto_still_lacks_update_endpoint`` fails once moto implements it, so the patch goes.
-* moto's ``AddTags`` appends instead of overwriting an existing key; the target reads tags last-one-wins,
-  which is AWS's overwrite semantics either way.
+* moto's ``AddTags`` appends a second tag with the same key instead of overwriting it (AWS overwrites), and
+  its ``ListTags`` pagination (unique attribute ``Key``) then loops forever once duplicates pass a page (50).
+  :func:`moto_add_tags_overwrites` gives moto's backend AWS's overwrite semantics;
+  ``test_moto_still_appends_duplicate_tags`` fails once moto fixes it.
 * moto reports no ``CurrentWeight`` for a variant created with weight 0 (real SageMaker reports 0.0).
 * Nobody invokes the endpoint (moto runs no containers): :class:`VariantTraffic` plays SageMaker's data plane
   and publishes per-variant ``Invocations`` / ``Invocation5XXErrors`` / ``ModelLatency`` with
@@ -82,9 +84,38 @@ def moto_update_endpoint() -> None:
     SageMakerResponse.update_endpoint = update_endpoint  # type: ignore[attr-defined]
 
 
+def _moto_add_tags_appends() -> bool:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    class Resource:
+        tags = [{"Key": "k", "Value": "1"}]
+
+    backend = SageMakerModelBackend.__new__(SageMakerModelBackend)
+    backend._get_resource_from_arn = lambda arn: Resource  # type: ignore[method-assign]
+    return len(SageMakerModelBackend.add_tags(backend, "arn", [{"Key": "k", "Value": "2"}])) == 2
+
+
+def moto_add_tags_overwrites() -> Any:
+    """Give moto's SageMaker ``AddTags`` AWS's semantics (an existing key gets the new value); returns the original."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.add_tags
+
+    def add_tags(self: Any, arn: str, tags: list[dict[str, str]]) -> list[dict[str, str]]:
+        resource = self._get_resource_from_arn(arn)
+        new = {t["Key"]: t["Value"] for t in tags}
+        resource.tags = [t for t in resource.tags if t["Key"] not in new] + [{"Key": k, "Value": v}
+                                                                              for k, v in new.items()]
+        return list(resource.tags)
+
+    SageMakerModelBackend.add_tags = add_tags  # type: ignore[method-assign]
+    return original
+
+
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    """A moto server on a free port, for this module."""
+    """A moto server on a free port, for this module (with the two AWS behaviours moto lacks, see module doc)."""
+    from moto.sagemaker.models import SageMakerModelBackend
     from moto.sagemaker.responses import SageMakerResponse
     from moto.server import ThreadedMotoServer
 
@@ -92,6 +123,7 @@ def moto_url() -> Iterator[str]:
     lacked = not hasattr(SageMakerResponse, "update_endpoint")
     if lacked:
         moto_update_endpoint()
+    original_add_tags = moto_add_tags_overwrites() if _moto_add_tags_appends() else None
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -99,6 +131,8 @@ def moto_url() -> Iterator[str]:
     server.stop()
     if lacked:
         del SageMakerResponse.update_endpoint  # type: ignore[attr-defined]
+    if original_add_tags is not None:
+        SageMakerModelBackend.add_tags = original_add_tags  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -158,6 +192,15 @@ def test_moto_still_lacks_update_endpoint() -> None:
 
     source = Path(moto.__file__).parent / "sagemaker" / "responses.py"
     assert "def update_endpoint(" not in source.read_text()
+
+
+def test_moto_still_appends_duplicate_tags() -> None:
+    """Guards the other piece: when moto's AddTags overwrites like AWS, drop ``moto_add_tags_overwrites``."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    if SageMakerModelBackend.add_tags.__module__ == __name__:
+        pytest.skip("patched by this module's moto server fixture; the check ran before patching")
+    assert _moto_add_tags_appends()
 
 
 def test_contract_deploy_weights_state_promote(aws: dict[str, Any]) -> None:
@@ -455,3 +498,55 @@ def sagemaker_contract_config(aws: dict[str, Any]) -> dict[str, Any]:
     """The SageMaker target's config for the shared contract suite (tests/integration/test_rollout_targets.py)."""
     return {"kind": "sagemaker", "name": "contract-sm", "image": IMAGE, "execution_role_arn": ROLE,
             "model": MODEL, "tracking_uri": "http://mlflow.internal:5000", "poll_s": 0.05}
+
+
+KILL_SCRIPT = """
+import datetime as dt, sys
+from tests.dagfiles import load_dag
+when = dt.datetime.fromisoformat(sys.argv[2])
+load_dag("rollout_sagemaker_canary").test(run_conf={"model": "rollout_sm", "candidate": sys.argv[1]},
+                                         logical_date=when, run_after=when)
+"""
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_rollout_then_retried_converges(aws: dict[str, Any], registry: dict[str, str],
+                                                          endpoint: Any) -> None:
+    """The first try runs in a child process (same Airflow DB, same moto server over HTTP) and is SIGKILLed at the
+    second step; the retry (same run, same owner) reads the endpoint's tags and finishes the rollout."""
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    good, stable = registry["good"], registry["stable"]
+    when = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+    with VariantTraffic(aws, endpoint.name, fail={}):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, good, when.isoformat()], cwd=root,
+                                env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                state = endpoint.load_state()
+                if state is not None and state.step >= 1:
+                    break
+                assert proc.poll() is None, "the first try ended before reaching step 2"
+                assert time.monotonic() < deadline, "the first try never reached step 2"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker dies: no on_kill, no cleanup
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        interrupted = endpoint.read_state()
+        assert interrupted.phase == "progressing" and interrupted.split  # traffic split, owner in the tags
+        assert set(_variants(aws, endpoint.name)) == {f"v{stable}", f"v{good}"}
+        dr = load_dag("rollout_sagemaker_canary").test(run_conf={"model": MODEL, "candidate": good},
+                                                       logical_date=when, run_after=when)
+    assert dr.state == "success"
+    record = _xcom(dr)
+    assert record["outcome"] == "promoted" and endpoint.serving_version() == good
+    assert _variants(aws, endpoint.name) == {f"v{good}": 1.0}
+    # resumed where it was: step 0 was entered once, not restarted
+    assert [h["step"] for h in record["history"] if h["action"] == "SetWeight"].count(0) == 1
