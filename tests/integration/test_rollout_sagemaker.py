@@ -265,6 +265,28 @@ def test_contract_rollback_leaves_stable_at_100(aws: dict[str, Any]) -> None:
     target.cleanup()
 
 
+def test_blue_green_preview_switch_then_post_promotion_rollback(aws: dict[str, Any]) -> None:
+    """Blue-green as the engine drives it: preview (candidate variant at weight 0), switch (weight 100, the old
+    variant kept warm for the scale-down delay), then a failed post-promotion analysis rolls back."""
+    from airflow_mlops.core.rollout import BlueGreenStrategy
+
+    target = _target()
+    target.deploy_initial("1")
+    state = _state(strategy=BlueGreenStrategy(preview_pause_s=1, scale_down_delay_s=1).to_dict())
+    target.deploy_candidate(state)
+    _wait_ready(target, state)
+    state = replace(state, step=0, weight=0)
+    target.apply_weight(state)
+    assert _variants(aws) == {"v1": 100.0, "v2": 0.0} and target.serving_version() == "1"
+    state = replace(state, step=1, weight=100)
+    target.apply_weight(state)
+    assert _variants(aws) == {"v1": 0.0, "v2": 100.0} and target.serving_version() == "2"
+    assert target.observed_weight(state) == 100 and target.read_state() == state
+    target.rollback(replace(state, phase="aborted", weight=0, reason="post-promotion analysis failed"))
+    assert _variants(aws) == {"v1": 1.0} and target.serving_version() == "1"
+    target.cleanup()
+
+
 def test_first_deployment_creates_the_endpoint_with_the_candidate(aws: dict[str, Any]) -> None:
     target = _target("first-ep")
     state = _state(candidate="1", stable=None)

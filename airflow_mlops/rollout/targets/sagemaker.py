@@ -126,6 +126,7 @@ class SageMakerTarget(RolloutTarget):
         self.data_capture_uri = data_capture_uri
         self.data_capture_percent = data_capture_percent
         self._sm: Any = None
+        self._cw: Any = None
 
     # -- clients (hooks own connections) -------------------------------------------------------------
 
@@ -140,9 +141,12 @@ class SageMakerTarget(RolloutTarget):
 
     def cloudwatch_client(self) -> Any:
         """A CloudWatch client of the same connection (for the CloudWatch analysis provider)."""
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        if self._cw is None:  # the trigger asks at every measurement: one client per target
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type="cloudwatch").conn
+            self._cw = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name,
+                                   client_type="cloudwatch").conn
+        return self._cw
 
     @staticmethod
     def _missing(err: Exception) -> bool:
