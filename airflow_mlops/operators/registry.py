@@ -193,9 +193,9 @@ class RegisterModelVersionOperator(_RegistryOperator):
         check_tags, verdicts = check_verdict_tags(self.check_results)
         tags.update(check_tags)
         tags.update({k: str(v) for k, v in self.extra_tags.items()})
+        # A retry finds its version by dag/run/task (see MlflowHook.register_model_version); the try tag then
+        # records the try that last confirmed it.
         tags = {k: v for k, v in tags.items() if v}
-        # The Airflow identity that makes a retry find its own version is the task's, not the try's.
-        tags.pop("mlops.airflow.try_number", None)
         description = self.description or (
             f"Trained by {ti.dag_id}.{run.data.tags.get('mlops.airflow.task_id', '?')} in run {ti.run_id}; "
             f"data {tags.get('mlops.data_version', 'unknown')}")

@@ -54,6 +54,12 @@ def test_register_compare_promote_then_rollback(airflow_db: Path, mlops_home: Pa
     assert tags["mlops.check.model_checks"] == "passed" and tags["mlops.check.data_checks"] == "missing"
     assert tags["mlops.decision"] == "promote" and tags["mlops.training_run_id"] == runs[0]
     assert tags["mlops.airflow.dag_id"] == "registry_flow" and tags["team"] == "ml-platform"
+    assert tags["mlops.airflow.try_number"] == "1" and tags["mlops.airflow.task_id"] == "register"
+    # A second try of the same register task reuses the version (identity: dag/run/task), never a new one.
+    again = hook.register_model_version(MODEL, f"runs:/{runs[0]}/model", runs[0],
+                                        {**registered["tags"], "mlops.airflow.try_number": "2"})
+    assert str(again.version) == "1" and len(hook.get_client().search_model_versions(f"name = '{MODEL}'")) == 1
+    assert hook.get_client().get_model_version(MODEL, "1").tags["mlops.airflow.try_number"] == "2"
     assert hook.get_alias_version(MODEL, "challenger") == "1"
     with create_session() as session:
         asset = session.query(AssetModel).filter(AssetModel.uri == f"x-mlflow://{MODEL}@challenger").one()
