@@ -179,6 +179,14 @@ def tags_now(aws: dict[str, Any], arn: str) -> dict[str, str]:
             for t in page["Tags"]}
 
 
+def _models(aws: dict[str, Any]) -> set[str]:
+    return {m["ModelName"] for m in aws["sagemaker"].list_models()["Models"]}
+
+
+def _configs(aws: dict[str, Any]) -> list[str]:
+    return [c["EndpointConfigName"] for c in aws["sagemaker"].list_endpoint_configs()["EndpointConfigs"]]
+
+
 def _wait_ready(target: Any, state: Any) -> None:
     deadline = time.monotonic() + 10
     while not target.candidate_ready(state):
@@ -231,16 +239,16 @@ def test_contract_deploy_weights_state_promote(aws: dict[str, Any]) -> None:
 
     state = replace(state, phase="promoted", step=2, weight=100)
     target.promote(state)
+    target.prune()  # the endpoint is Updating: the retired config and Model may still be needed, nothing goes
+    assert _models(aws) == {"contract-ep-v1", "contract-ep-v2"} and len(_configs(aws)) == 2
     config = aws["sagemaker"].describe_endpoint(EndpointName="contract-ep")["EndpointConfigName"]
     capture = aws["sagemaker"].describe_endpoint_config(EndpointConfigName=config)["DataCaptureConfig"]
     assert capture["EnableCapture"] and capture["DestinationS3Uri"] == "s3://mlops-capture/contract-ep"
     _wait_ready(target, state)
     assert _variants(aws) == {"v2": 1.0} and target.serving_version() == "2"
     assert target.read_state() == state
-    models = {m["ModelName"] for m in aws["sagemaker"].list_models()["Models"]}
-    assert models == {"contract-ep-v2"}  # the retired version's Model is gone
-    configs = [c["EndpointConfigName"] for c in aws["sagemaker"].list_endpoint_configs()["EndpointConfigs"]]
-    assert configs == [aws["sagemaker"].describe_endpoint(EndpointName="contract-ep")["EndpointConfigName"]]
+    target.prune()  # InService now: the retired version's Model and the old config go
+    assert _models(aws) == {"contract-ep-v2"} and _configs(aws) == [config]
 
     target.cleanup()
     assert target.describe_endpoint() is None
@@ -261,7 +269,9 @@ def test_contract_rollback_leaves_stable_at_100(aws: dict[str, Any]) -> None:
     target.rollback(aborted)
     assert _variants(aws) == {"v1": 1.0} and target.serving_version() == "1"
     assert target.observed_weight(aborted) == 0 and target.read_state() == aborted
-    assert {m["ModelName"] for m in aws["sagemaker"].list_models()["Models"]} == {"contract-ep-v1"}
+    _wait_ready(target, replace(aborted, candidate="1"))
+    target.prune()
+    assert _models(aws) == {"contract-ep-v1"} and len(_configs(aws)) == 1
     target.cleanup()
 
 
@@ -508,8 +518,9 @@ def test_bad_canary_on_sagemaker_is_rolled_back(aws: dict[str, Any], registry: d
     assert _variants(aws, endpoint.name) == {f"v{stable}": 1.0} and endpoint.serving_version() == stable
     assert endpoint.read_state().weight == 0 and endpoint.read_state().phase == "aborted"
     assert late.get(f"v{stable}", 0) > 0 and not late.get(f"v{bad}")
-    models = {m["ModelName"] for m in aws["sagemaker"].list_models()["Models"]}
-    assert models == {endpoint.model_name(stable)}
+    _wait_ready(endpoint, replace(endpoint.read_state(), candidate=stable))
+    endpoint.prune()
+    assert _models(aws) == {endpoint.model_name(stable)}
     client = mlflow.MlflowClient()
     assert client.get_model_version(MODEL, bad).tags["mlops.rollout.outcome"] == "aborted"
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == stable

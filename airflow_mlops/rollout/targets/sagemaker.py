@@ -6,7 +6,9 @@
 * The candidate joins the stable version through a new two-variant endpoint config and ``UpdateEndpoint``
   (candidate weight 0); traffic moves with ``UpdateEndpointWeightsAndCapacities`` (DesiredWeight per variant).
   Promote: candidate 100%, then a single-variant config swapped in with ``UpdateEndpoint``. Rollback: stable
-  100%, then the stable-only config (the candidate variant and its Model are removed). Blue-green uses the same
+  100%, then the stable-only config (the candidate variant is removed). What a swap retires (the old config, the
+  retired version's Model) is deleted at the next change once the endpoint is InService, or by ``cleanup``:
+  an updating endpoint may still need it. Blue-green uses the same
   moves: the preview is the weight-0 candidate variant, the switch is weight 100, and the final config swap
   retires the old version after the scale-down delay.
 * Rollout state lives in the endpoint's **tags**. A tag value holds at most 256 characters, so the state JSON
@@ -230,21 +232,52 @@ class SageMakerTarget(RolloutTarget):
             Tags=[{"Key": MANAGED_TAG, "Value": self.name}])
         return name
 
-    def _swap_config(self, variants: list[tuple[str, float]]) -> None:
-        """Point the endpoint at a new config (``UpdateEndpoint``) and delete the config it replaced."""
+    def _swap_config(self, variants: list[tuple[str, float]], model: str | None = None) -> None:
+        """Point the endpoint at a new config with ``(version, weight)`` variants (``UpdateEndpoint``)."""
         described = self.describe_endpoint()
+        if described is not None:
+            described = self._settle()
+            self.prune(keep_versions={version for version, _ in variants})
+        for version, _ in variants:
+            self._ensure_model(version, model)
         config = self._new_config(variants)
         if described is None:
             self.client.create_endpoint(EndpointName=self.name, EndpointConfigName=config,
                                         Tags=[{"Key": MANAGED_TAG, "Value": self.name}])
             log.info("SageMaker endpoint %s created with %s (%s)", self.name, config, variants)
             return
-        self._settle()
         self.client.update_endpoint(EndpointName=self.name, EndpointConfigName=config)
         log.info("SageMaker endpoint %s: UpdateEndpoint -> %s (%s)", self.name, config, variants)
-        old = described.get("EndpointConfigName")
-        if old and old != config:
-            self._delete("endpoint config", self.client.delete_endpoint_config, EndpointConfigName=old)
+
+    def prune(self, keep_versions: set[str] | frozenset[str] = frozenset()) -> None:
+        """Delete this target's endpoint configs and Models the endpoint no longer uses.
+
+        Only while the endpoint is InService: during an update the config (and its Models) being replaced may
+        still be needed (AWS: never delete a config an updating endpoint uses; a failed update rolls back to it).
+        So what a promote or rollback retires is deleted at the next change, or by ``cleanup``.
+        """
+        described = self.describe_endpoint()
+        if described is None or described.get("EndpointStatus") != "InService":
+            return
+        current = str(described.get("EndpointConfigName") or "")
+        in_use = {self.version_of(v["VariantName"]) for v in described.get("ProductionVariants", [])}
+        keep = {self.model_name(v) for v in in_use | set(keep_versions)}
+        for config in self._owned("configs"):
+            if config != current:
+                self._delete("endpoint config", self.client.delete_endpoint_config, EndpointConfigName=config)
+        for name in self._owned("models"):
+            if name not in keep:
+                self._delete("model", self.client.delete_model, ModelName=name)
+
+    def _owned(self, what: str) -> list[str]:
+        """Names of this target's endpoint configs (``<name>-<millis>``) or Models (``<name>-v<version>``)."""
+        if what == "configs":
+            pages = self.client.get_paginator("list_endpoint_configs").paginate(NameContains=self.name)
+            names = [c["EndpointConfigName"] for page in pages for c in page.get("EndpointConfigs", [])]
+            return [n for n in names if n.startswith(f"{self.name}-") and n[len(self.name) + 1:].isdigit()]
+        pages = self.client.get_paginator("list_models").paginate(NameContains=self.name)
+        return [m["ModelName"] for page in pages for m in page.get("Models", [])
+                if m["ModelName"].startswith(f"{self.name}-v")]
 
     def _delete(self, what: str, call: Any, **kwargs: Any) -> None:
         from botocore.exceptions import ClientError
@@ -294,15 +327,13 @@ class SageMakerTarget(RolloutTarget):
         return self.version_of(full[0]) if full else None
 
     def deploy_initial(self, version: str) -> None:
-        self._ensure_model(version, None)
         self._swap_config([(version, 1.0)])
 
     def deploy_candidate(self, state: RolloutState) -> None:
         described = self.describe_endpoint()
-        self._ensure_model(state.candidate, state.model)
         if described is None:
             # First deployment: the endpoint is created with the candidate alone (the engine promotes it).
-            self._swap_config([(state.candidate, 1.0)])
+            self._swap_config([(state.candidate, 1.0)], state.model)
             self.save_state(state)
             return
         self.save_state(state)  # the owner is recorded before anything changes
@@ -311,9 +342,8 @@ class SageMakerTarget(RolloutTarget):
             return  # a resumed rollout: the candidate variant is already there
         variants = [(self.version_of(name), w) for name, w in present.items() if w > 0]
         if state.stable and self.backend_name(state.stable) not in present:
-            self._ensure_model(state.stable, state.model)
             variants = [(state.stable, 1.0)]
-        self._swap_config([*variants, (state.candidate, 0.0)])
+        self._swap_config([*variants, (state.candidate, 0.0)], state.model)
 
     def candidate_ready(self, state: RolloutState) -> bool:
         described = self.describe_endpoint()
@@ -345,9 +375,7 @@ class SageMakerTarget(RolloutTarget):
             weights[self.backend_name(state.stable)] = 0.0
         self._set_weights(weights)
         if set(self.weights()) != {self.backend_name(state.candidate)}:
-            self._swap_config([(state.candidate, 1.0)])
-        if state.stable and state.stable != state.candidate:
-            self._delete("model", self.client.delete_model, ModelName=self.model_name(state.stable))
+            self._swap_config([(state.candidate, 1.0)], state.model)
 
     def rollback(self, state: RolloutState) -> None:
         self.save_state(state)
@@ -359,10 +387,7 @@ class SageMakerTarget(RolloutTarget):
         if self.backend_name(state.candidate) in present:
             self._set_weights({self.backend_name(state.stable): 100.0, self.backend_name(state.candidate): 0.0})
         if set(self.weights()) != {self.backend_name(state.stable)}:
-            self._ensure_model(state.stable, state.model)
-            self._swap_config([(state.stable, 1.0)])
-        if state.candidate != state.stable:
-            self._delete("model", self.client.delete_model, ModelName=self.model_name(state.candidate))
+            self._swap_config([(state.stable, 1.0)], state.model)
 
     def _tags(self, arn: str) -> dict[str, str]:
         tags: dict[str, str] = {}
@@ -402,14 +427,10 @@ class SageMakerTarget(RolloutTarget):
         described = self.describe_endpoint()
         if described is not None:
             self._delete("endpoint", self.client.delete_endpoint, EndpointName=self.name)
-        configs = self.client.list_endpoint_configs(NameContains=self.name, MaxResults=100).get("EndpointConfigs", [])
-        for config in configs:
-            if config["EndpointConfigName"].startswith(f"{self.name}-"):
-                self._delete("endpoint config", self.client.delete_endpoint_config,
-                             EndpointConfigName=config["EndpointConfigName"])
-        for model in self.client.list_models(NameContains=self.name, MaxResults=100).get("Models", []):
-            if model["ModelName"].startswith(f"{self.name}-v"):
-                self._delete("model", self.client.delete_model, ModelName=model["ModelName"])
+        for config in self._owned("configs"):
+            self._delete("endpoint config", self.client.delete_endpoint_config, EndpointConfigName=config)
+        for model in self._owned("models"):
+            self._delete("model", self.client.delete_model, ModelName=model)
 
     def analysis_settings(self) -> dict[str, Any]:
         return {"aws": {"client": self.cloudwatch_client()}, "sagemaker_endpoint": self.name}
