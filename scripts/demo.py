@@ -1,20 +1,41 @@
-"""`make demo`: run the reference pipeline end to end on the embedded stack and print where to look.
+"""`make demo`: the whole model lifecycle on the embedded stack, then a summary and where to look.
+
+1. train (data checks, training, model checks, register, compare, promote @challenger) -> first deployment;
+2. train again with a small hyperparameter fan-out -> a canary rollout under live traffic reaches 100%;
+3. train a candidate with an injected serving fault (offline checks pass) -> the canary catches the 5xx and
+   rolls back automatically; @champion stays where it was;
+4. the drift monitor compares the traffic the router logged with the champion's training data.
 
 Airflow runs on SQLite under $AIRFLOW_HOME, MLflow on SQLite under $MLOPS_HOME/mlflow, steps as local
-processes. The Makefile sets those variables to a git-ignored folder in the checkout.
+processes, the rollout target is the local router with MLflow scoring servers. The Makefile sets those
+variables to a git-ignored folder in the checkout. Each `make demo` starts from a fresh MLflow store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DAG_FILE = ROOT / "dags" / "mlops_training_pipeline.py"
+DAGS = ROOT / "dags"
+MODEL = "breast_cancer_classifier"  # the reference rollout DAG's model
+# Short pauses and analysis windows so the demo takes minutes; the DAG's defaults are production-like.
+CANARY = {"canary_steps": [20, 50, 100], "pause_seconds": 8, "analysis": {"local": {"metrics": [
+    {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 2, "count": 3,
+     "success_condition": "result <= stable * 1.5 + 0.01", "failure_limit": 0, "inconclusive_limit": 2},
+    {"name": "p95_latency", "provider": "router", "query": "latency_p95_seconds", "interval_s": 2, "count": 3,
+     "success_condition": "result <= stable * 3 + 0.25", "failure_limit": 1, "inconclusive_limit": 2}]}}}
 
 
 def ensure_airflow_db() -> None:
@@ -22,7 +43,8 @@ def ensure_airflow_db() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
-def load_dag(path: Path):
+def load_dag(name: str):
+    path = DAGS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -78,6 +100,113 @@ def print_decision(tis: dict) -> None:
         print(f"  promote: {tis['promote'].state}")
 
 
+class Traffic:
+    """Live traffic for the rollout: real held-out rows, one per request, at a steady rate, from a thread."""
+
+    def __init__(self, url: str, test_uri: str, rate: float = 25.0) -> None:
+        import pandas as pd
+
+        rows = pd.read_parquet(test_uri).drop(columns=["target"])
+        self.payloads = [json.dumps({"dataframe_split": {"columns": list(rows.columns), "data": [r]}}).encode()
+                         for r in rows.to_numpy().tolist()]
+        self.url, self.rate = url, rate
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        next_at, i = time.monotonic(), 0
+        while not self.stop.is_set():
+            request = urllib.request.Request(f"{self.url}/invocations", data=self.payloads[i % len(self.payloads)],
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    key = (response.headers.get("X-Mlops-Backend", "?"), response.status)
+            except urllib.error.HTTPError as err:
+                key = (err.headers.get("X-Mlops-Backend", "?"), err.code)
+            except OSError:
+                key = ("unreachable", 0)
+            self.counts[key] += 1
+            i += 1
+            next_at += 1.0 / self.rate
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+    def describe(self) -> str:
+        by_version: dict[str, Counter[int]] = {}
+        for (backend, status), n in self.counts.items():
+            by_version.setdefault(backend, Counter())[status] += n
+        return "; ".join(f"{b}: " + ", ".join(f"{n}x{s}" for s, n in sorted(c.items()))
+                         for b, c in sorted(by_version.items()))
+
+
+def tis_of(run) -> dict:
+    return {ti.task_id: ti for ti in run.get_task_instances() if ti.map_index < 1}
+
+
+def train(conf: dict, label: str) -> tuple[dict, dict]:
+    """One training pipeline run; returns (task instances, summary)."""
+    print(f"\n#### {label}: mlops_training_pipeline {json.dumps(conf)}")
+    run = load_dag("mlops_training_pipeline").test(run_conf=conf)
+    tis = tis_of(run)
+    states = {task_id: str(ti.state) for task_id, ti in tis.items()}
+    print("task states: " + ", ".join(f"{k}={v}" for k, v in states.items()))
+    if str(run.state) != "success":
+        raise SystemExit(f"training run {run.run_id} ended {run.state}")
+    print_checks(tis)
+    print_decision(tis)
+    best = tis["select_best"].xcom_pull(task_ids="select_best")
+    version = tis["register"].xcom_pull(task_ids="register")
+    promoted = str(tis["promote"].state) == "success"
+    return tis, {"version": version["version"], "best": best, "promoted": promoted,
+                 "accuracy": best["metrics"]["test_accuracy"]}
+
+
+def rollout(conf: dict, label: str, test_uri: str | None) -> dict:
+    """One rollout run, under live traffic when something already serves; returns the record."""
+    from airflow_mlops.core.lineage import endpoint_name
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.rollout.targets.local import LocalTarget
+
+    print(f"\n#### {label}: mlops_progressive_rollout")
+    dag = load_dag("mlops_progressive_rollout")
+    target = LocalTarget(endpoint_name(MODEL), MODEL, MlflowHook().tracking_uri)
+    if target.serving_version() and test_uri:
+        with Traffic(target.router_url, test_uri) as traffic:
+            run = dag.test(run_conf={**CANARY, **conf})
+        print(f"traffic during the rollout: {traffic.describe()}")
+    else:
+        run, traffic = dag.test(run_conf={**CANARY, **conf}), None
+    tis = tis_of(run)
+    record = tis["rollout"].xcom_pull(task_ids="rollout") or tis["rollout"].xcom_pull(task_ids="rollout",
+                                                                                       key="rollout") or {}
+    return {"state": str(tis["rollout"].state), "record": record, "traffic": traffic, "target": target}
+
+
+def champion() -> str | None:
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    return MlflowHook().get_alias_version(MODEL, "champion")
+
+
+def stop_serving(target) -> None:
+    """Stop the router and scoring servers the demo started; routing table and inference log stay on disk."""
+    root = Path(target.root)
+    for record in (root / "servers").glob("*.json"):
+        target.stop_server(record.stem)
+    router = root / "router.json"
+    if router.is_file():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(json.loads(router.read_text())["pid"], signal.SIGTERM)
+
+
 def main() -> int:
     home = os.environ.get("MLOPS_HOME")
     if not home:
@@ -85,38 +214,88 @@ def main() -> int:
         return 2
     began = time.monotonic()
     ensure_airflow_db()
-    dag = load_dag(DAG_FILE)
-    print(f"running {dag.dag_id} with dag.test() on the embedded stack ({home})")
-    run = dag.test(run_conf={"framework": os.environ.get("DEMO_FRAMEWORK", "sklearn")})
-    tis = {ti.task_id: ti for ti in run.get_task_instances()}
-    states = {task_id: str(ti.state) for task_id, ti in tis.items()}
-    print("\ntask states: " + ", ".join(f"{k}={v}" for k, v in states.items()))
-    if str(run.state) != "success":
-        print(f"DAG run {run.run_id} ended {run.state}", file=sys.stderr)
-        return 1
+    fresh_stack(Path(home))
+    framework = os.environ.get("DEMO_FRAMEWORK", "sklearn")
+    rows: list[tuple[str, str]] = []
+
+    tis, first = train({"framework": framework}, "1/6 train a first model")
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
-    train = tis["train"].xcom_pull(task_ids="train")
-    version = tis["register"].xcom_pull(task_ids="register")
-    metrics = train["metrics"]
+    rows.append(("train #1", f"v{first['version']} test_accuracy {first['accuracy']:.4f}, checks passed, "
+                             f"{'@challenger' if first['promoted'] else 'rejected'}"))
+    deployed = rollout({}, "2/6 first deployment of @challenger", None)
+    rows.append(("rollout #1", f"first deployment: v{deployed['target'].serving_version()} serves 100%, "
+                               f"@champion = v{champion()}"))
+
+    grid = [{"learning_rate": 0.01}, {"learning_rate": 0.03}]
+    _, second = train({"framework": framework, "hp_grid": grid}, "3/6 retrain with a hyperparameter fan-out")
+    picked = grid[second["best"]["fanout"]["picked"]]
+    rows.append(("train #2 (fan-out of 2)", f"v{second['version']}: best of {len(grid)} is {picked}, test_accuracy "
+                                            f"{second['accuracy']:.4f}, "
+                                            f"{'@challenger' if second['promoted'] else 'rejected'}"))
+    good = rollout({}, "4/6 canary of the new @challenger under live traffic", data["test_uri"])
+    rows.append(("rollout #2 (canary)", outcome(good)))
+
+    _, third = train({"framework": framework, "hp_grid": [picked], "fault_percent": 30},
+                     "5/6 train a candidate with an injected serving fault (30% HTTP 500; offline it is fine)")
+    rows.append(("train #3 (fault 30%)", f"v{third['version']}: test_accuracy {third['accuracy']:.4f}, checks "
+                                          f"passed, {'@challenger' if third['promoted'] else 'rejected'}"))
+    bad = rollout({}, "6/6 canary of the faulty @challenger under live traffic", data["test_uri"])
+    rows.append(("rollout #3 (canary)", outcome(bad)))
+
+    print("\n#### drift monitor on the traffic the router logged")
+    drift_run = load_dag("mlops_drift_monitor").test(run_conf={"model_name": MODEL, "min_rows": 50})
+    drift_tis = tis_of(drift_run)
+    drift = drift_tis["drift"].xcom_pull(task_ids="drift") if "drift" in drift_tis else None
+    collected = drift_tis["collect"].xcom_pull(task_ids="collect") if "collect" in drift_tis else None
+    rows.append(("drift monitor", (f"{collected['rows']} logged requests vs training data: "
+                                   + ("no drift" if drift["passed"] else f"DRIFT in {drift['failed_checks']}")
+                                   + f" (report {drift['report_uri']})") if drift and collected
+                 else f"run {drift_run.state}"))
+    target = bad["target"]
+    stop_serving(target)
+
     print("\n== airflow-mlops demo: summary ==")
-    print(table([
-        ("DAG run", f"{run.dag_id} / {run.run_id} ({run.state}) in {time.monotonic() - began:.0f}s"),
-        ("data version", f"{data['data_version']} ({data['rows']['train']} train / {data['rows']['test']} test rows)"),
-        ("train data", data["train_uri"]),
-        ("trainer", f"{train['framework']} on {train['device']}, {train['epochs']} epochs"),
-        ("MLflow tracking", train["mlflow_tracking_uri"]),
-        ("MLflow run", f"{train['mlflow_run_id']} (experiment {train['mlflow_experiment_id']})"),
-        ("MLflow run URL", f"{train.get('mlflow_run_url')} (after `make mlflow-ui`)"),
-        ("registered model", f"{version['model_name']} version {version['version']} ({version['model_uri']})"),
-        ("predictions", train["predictions"].get("test", "-")),
-        *[(f"metric {k}", f"{v:.4f}") for k, v in sorted(metrics.items()) if k.startswith("test_")],
-    ]))
-    print_checks(tis)
-    print_decision(tis)
+    print(table([("wall time", f"{time.monotonic() - began:.0f}s"),
+                 ("data", f"{data['data_version']} ({data['rows']['train']} train / {data['rows']['test']} test)"),
+                 *rows,
+                 ("@champion now", f"v{champion()} (MLflow {MODEL})"),
+                 ("MLflow tracking", first["best"]["mlflow_tracking_uri"])]))
     print("\nlook at the results:")
-    print("  make mlflow-ui    # MLflow UI on http://127.0.0.1:5000 (runs, model versions, lineage tags)")
-    print("  make airflow-ui   # Airflow standalone on http://127.0.0.1:8080 with these DAGs")
-    return 0
+    print("  make mlflow-ui    # MLflow UI on http://127.0.0.1:5000: runs, check reports, versions, aliases, "
+          "mlops.rollout.* tags")
+    print("  make airflow-ui   # Airflow standalone on http://127.0.0.1:8080 with these DAGs and their runs")
+    print(f"  rollout target    {target.root} (routes.json, state.json, inference.jsonl, server logs)")
+    print(f"  check reports     {home}/artifacts/runs/mlops_training_pipeline/*/*checks/outputs/")
+    ok = good["state"] == "success" and bad["state"] == "failed" and champion() == second["version"]
+    if not ok:
+        print("demo outcome unexpected: the good canary should reach 100% and the faulty one roll back",
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
+def outcome(result: dict) -> str:
+    record = result["record"]
+    weights = " -> ".join(str(h.get("weight")) for h in record.get("history", []))
+    served = result["target"].serving_version()
+    if record.get("outcome") == "promoted":
+        return f"v{record['candidate']} PROMOTED ({weights}%): serves 100%, @champion = v{champion()}"
+    return (f"v{record.get('candidate')} ROLLED BACK ({weights}%): {record.get('reason')}; v{served} serves 100%, "
+            f"@champion = v{champion()}")
+
+
+def fresh_stack(home: Path) -> None:
+    """A fresh MLflow store, artifacts and rollout target: stop what a previous demo left running, then wipe."""
+    import shutil
+
+    from airflow_mlops.rollout.targets.local import LocalTarget
+
+    rollout_root = home / "rollout"
+    if rollout_root.is_dir():
+        for endpoint in rollout_root.iterdir():
+            LocalTarget(endpoint.name, MODEL, "sqlite://", root=str(endpoint)).cleanup()
+    for part in ("mlflow", "artifacts", "rollout"):
+        shutil.rmtree(home / part, ignore_errors=True)
+    print(f"fresh embedded stack under {home}")
 
 
 if __name__ == "__main__":
