@@ -283,6 +283,13 @@ class CompareModelVersionsOperator(_RegistryOperator):
         self.log.info("%s v%s vs %s: %s", name, version,
                       f"champion v{champion_version}" if champion_version else "no champion",
                       "PROMOTE" if decision.promote else "REJECT")
+        rows = [("metric", "challenger", "champion")]
+        for metric in policy.metrics_needed():
+            old = champion.metrics.get(metric) if champion else None
+            rows.append((metric, f"{challenger.metrics[metric]:.6g}", f"{old:.6g}" if old is not None else "-"))
+        width = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            self.log.info("  %s", " | ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)))
         for reason in decision.reasons:
             self.log.info("  - %s", reason)
         out = decision.to_dict()
