@@ -31,8 +31,8 @@ def model_uri(name: str, alias_or_version: str | int) -> str:
 
 
 def inference_log_uri(model_name: str) -> str:
-    """Where the served model's captured traffic lives: the ``mlops_inference_log_uri`` Variable (``{model}`` is
-    replaced by the model name; e.g. a SageMaker Data Capture prefix), else the local router's log."""
+    """Where the served model's captured traffic lives: the ``mlops_inference_log_uri`` Variable (``{model}`` and
+    ``{endpoint}`` filled in; e.g. a SageMaker Data Capture prefix), else the local router's log."""
     import os
 
     from airflow.sdk import Variable
@@ -41,7 +41,7 @@ def inference_log_uri(model_name: str) -> str:
 
     configured = Variable.get("mlops_inference_log_uri", default=None)
     if configured:
-        return str(configured).replace("{model}", model_name)
+        return str(configured).replace("{model}", model_name).replace("{endpoint}", endpoint_name(model_name))
     return os.path.join(mlops_home(), "rollout", endpoint_name(model_name), "inference.jsonl")
 
 

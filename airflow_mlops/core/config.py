@@ -31,6 +31,15 @@ SETTINGS: Mapping[str, tuple[str, str]] = {
     "mlops_git_sha": ("", "git sha recorded on runs (CI sets it on deploy); empty: `git rev-parse` if possible"),
     "mlops_checks_image": (DEFAULT_CHECKS_IMAGE, "image for data/model checks on Kubernetes (pinned deepchecks; "
                                                  "`docker/checks.Dockerfile`)"),
+    "mlops_automation_level": ("auto", "promotion after a passing comparison: `auto`, or `approve` (a person "
+                                       "approves in the Airflow UI, HITL)"),
+    "mlops_rollout_target": ("local", "where models roll out: `local` (router + MLflow scoring servers), "
+                                      "`kubernetes`, `kserve` or `sagemaker`"),
+    "mlops_rollout_target_config": ("{}", "JSON settings of that target (namespace, gateway, image, instance type, "
+                                          "execution role, aws_conn_id...); see the rollout section"),
+    "mlops_inference_log_uri": ("$MLOPS_HOME/rollout/{endpoint}/inference.jsonl",
+                                "captured traffic the drift monitor reads (`{model}`, `{endpoint}` filled in): the "
+                                "local router's log, or a SageMaker Data Capture prefix (`s3://.../{endpoint}/`)"),
     "mlops_checks_python": ("", "interpreter for checks on the local runtime; empty: the venv built from the "
                                 "checks lock, cached under `~/.cache/airflow-mlops`"),
 }

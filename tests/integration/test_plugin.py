@@ -29,3 +29,14 @@ def test_macros_follow_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert plugin.runtime() == "kubernetes"
     assert plugin.model_uri("m", "champion") == "models:/m@champion"
     assert plugin.model_uri("m", 3) == "models:/m/3"
+
+
+def test_serving_macros_follow_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    plugin = load_plugin()
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    assert plugin.endpoint_name("Breast_Cancer_Classifier") == "breast-cancer-classifier"
+    assert plugin.inference_log_uri("churn_v2") == f"{tmp_path}/rollout/churn-v2/inference.jsonl"
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_INFERENCE_LOG_URI", "s3://capture/{endpoint}/{model}/")
+    assert plugin.inference_log_uri("churn_v2") == "s3://capture/churn-v2/churn_v2/"
+    with pytest.raises(ValueError, match="model_name"):
+        plugin.endpoint_name("___")
