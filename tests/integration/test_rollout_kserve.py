@@ -242,6 +242,8 @@ def test_bad_config_names_the_field() -> None:
         _target(storage_uri="s3://m/{version}")
     with pytest.raises(SpecError, match=r"target\.storage_uri"):
         _target(image=None, storage_uri="s3://m/latest")
+    with pytest.raises(SpecError, match=r"target\.tracking_uri"):
+        _target(tracking_uri=None)
     with pytest.raises(SpecError, match=r"target\.protocol_version"):
         _target(protocol_version="v3")
 

@@ -343,12 +343,14 @@ def test_bad_config_names_the_field() -> None:
 
     with pytest.raises(SpecError, match=r"target\.image"):
         make_target({"kind": "sagemaker", "name": "ep", "image": "", "execution_role_arn": ROLE})
+    with pytest.raises(SpecError, match=r"target\.tracking_uri"):
+        make_target({"kind": "sagemaker", "name": "ep", "image": IMAGE, "execution_role_arn": ROLE})
     with pytest.raises(SpecError, match=r"target\.instance_count"):
         make_target({"kind": "sagemaker", "name": "ep", "image": IMAGE, "execution_role_arn": ROLE,
-                     "instance_count": 0})
+                     "tracking_uri": "http://mlflow", "instance_count": 0})
     with pytest.raises(SpecError, match=r"target\.data_capture_uri"):
         make_target({"kind": "sagemaker", "name": "ep", "image": IMAGE, "execution_role_arn": ROLE,
-                     "data_capture_uri": "/tmp/capture"})
+                     "tracking_uri": "http://mlflow", "data_capture_uri": "/tmp/capture"})
     with pytest.raises(SpecError, match=r"target\.name"):
         make_target({"kind": "sagemaker", "name": "x" * 60, "image": IMAGE, "execution_role_arn": ROLE})
 
@@ -429,7 +431,7 @@ def endpoint(aws: dict[str, Any], registry: dict[str, str]) -> Iterator[Any]:
 
     dag = load_dag("rollout_sagemaker_canary")
     config = {k: v for k, v in dag.get_task("canary").target.items() if "{{" not in str(v)}
-    target = make_target({**config, "model": MODEL})
+    target = make_target({**config, "model": MODEL, "tracking_uri": "http://mlflow.internal:5000"})
     target.deploy_initial(registry["stable"])
     yield target
     target.cleanup()

@@ -75,6 +75,9 @@ class KServeTarget(RolloutTarget):
                                             "runtime)", {"image": image, "storage_uri": storage_uri})
         if storage_uri and "{version}" not in storage_uri:
             raise SpecError("target.storage_uri", "a template with {version} (and usually {model})", storage_uri)
+        if image and not tracking_uri and not (env or {}).get("MLFLOW_TRACKING_URI"):
+            raise SpecError("target.tracking_uri", "the MLflow tracking URI the serving image loads models:/ URIs "
+                                                   "from (or env.MLFLOW_TRACKING_URI)", tracking_uri)
         if protocol_version not in ("v1", "v2"):
             raise SpecError("target.protocol_version", "one of ('v1', 'v2')", protocol_version)
         self.name = name

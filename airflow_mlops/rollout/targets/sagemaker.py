@@ -108,6 +108,9 @@ class SageMakerTarget(RolloutTarget):
                                            "(room for the config and model suffixes)", name)
         if isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1:
             raise SpecError("target.instance_count", "an integer >= 1", instance_count)
+        if not tracking_uri and not (env or {}).get("MLFLOW_TRACKING_URI"):
+            raise SpecError("target.tracking_uri", "the MLflow tracking URI the serving containers load "
+                                                   "models:/ URIs from (or env.MLFLOW_TRACKING_URI)", tracking_uri)
         if data_capture_uri is not None and not str(data_capture_uri).startswith("s3://"):
             raise SpecError("target.data_capture_uri", "an s3:// prefix or None", data_capture_uri)
         if isinstance(data_capture_percent, bool) or not isinstance(data_capture_percent, int) \
