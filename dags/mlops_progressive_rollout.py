@@ -23,7 +23,8 @@ PROMOTED = model_alias_asset(MODEL_NAME, "challenger")
 # SageMaker publishes per-variant metrics; the target names a version's variant "{backend}".
 SAGEMAKER_DIMENSIONS = {"EndpointName": "{endpoint}", "VariantName": "{backend}"}
 
-# Analysis per target kind. Query templates take {backend}, {version}, {model}, {window}, {role}; literal braces
+# Analysis per target kind. Query templates take {backend}, {version}, {model}, {endpoint}, {window} (seconds),
+# {role}; literal braces
 # (PromQL label matchers) are doubled. Conditions compare the candidate ("result") with the stable baseline.
 ANALYSIS_BY_TARGET = {
     "local": {"metrics": [
@@ -33,24 +34,25 @@ ANALYSIS_BY_TARGET = {
          "success_condition": "result <= stable * 1.2 + 0.05", "failure_limit": 1, "inconclusive_limit": 2},
     ]},
     "sagemaker": {"metrics": [
-        {"name": "error_5xx", "provider": "cloudwatch", "query": "AWS/SageMaker/Invocation5XXErrors",
-         "interval_s": 60, "count": 3, "success_condition": "result <= stable * 1.5 + 1", "failure_limit": 0,
+        # Invocation5XXErrors is 0 or 1 per request: its Average is the variant's 5xx rate.
+        {"name": "error_rate", "provider": "cloudwatch", "query": "AWS/SageMaker/Invocation5XXErrors",
+         "interval_s": 60, "count": 3, "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0,
          "inconclusive_limit": 2,
-         "params": {"stat": "Sum", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
+         "params": {"stat": "Average", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
         {"name": "model_latency", "provider": "cloudwatch", "query": "AWS/SageMaker/ModelLatency", "interval_s": 60,
          "count": 3, "success_condition": "result <= stable * 1.2", "failure_limit": 1, "inconclusive_limit": 2,
          "params": {"stat": "p95", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
     ]},
     "kubernetes": {"metrics": [
         {"name": "error_rate", "provider": "prometheus", "interval_s": 60, "count": 3,
-         "query": 'sum(rate(http_requests_total{{service="{backend}",code=~"5.."}}[{window}])) / '
-                  'sum(rate(http_requests_total{{service="{backend}"}}[{window}]))',
+         "query": 'sum(rate(http_requests_total{{service="{backend}",code=~"5.."}}[{window}s])) / '
+                  'sum(rate(http_requests_total{{service="{backend}"}}[{window}s]))',
          "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0, "inconclusive_limit": 2},
     ]},
     "kserve": {"metrics": [
         {"name": "error_rate", "provider": "prometheus", "interval_s": 60, "count": 3,
          "query": 'sum(rate(revision_request_count{{revision_name=~"{backend}.*",response_code_class="5xx"}}'
-                  '[{window}])) / sum(rate(revision_request_count{{revision_name=~"{backend}.*"}}[{window}]))',
+                  '[{window}s])) / sum(rate(revision_request_count{{revision_name=~"{backend}.*"}}[{window}s]))',
          "success_condition": "result <= stable * 1.5 + 0.005", "failure_limit": 0, "inconclusive_limit": 2},
     ]},
 }

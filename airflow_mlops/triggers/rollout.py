@@ -92,7 +92,8 @@ class RolloutTrigger(BaseTrigger):
                     carried = next((m.baseline for m in reversed(state.measurements)
                                     if m.metric == name and m.baseline is not None), None)
                     taken.append(await asyncio.to_thread(measure, metric, provider, backends, state.model,
-                                                         action.step, action.background, None, carried))
+                                                         action.step, action.background, None, carried,
+                                                         str(self.target.get("name") or "")))
                 for m in taken:
                     self.log.info("step %d  weight %d%%  %s = %s (stable %s)  %s%s", action.step, state.weight,
                                   m.metric, m.value, m.baseline, m.outcome, f"  [{m.message}]" if m.message else "")

@@ -57,8 +57,11 @@ def make_provider(name: str, settings: Mapping[str, Any]) -> Provider:
 
 def measure(metric: MetricCheck, provider: Provider, backends: Mapping[str, Backend], model: str, step: int,
             background: bool = False, now: float | None = None,
-            fallback_baseline: float | None = None) -> Measurement:
+            fallback_baseline: float | None = None, endpoint: str = "") -> Measurement:
     """Take one measurement of ``metric``: the candidate's value, the stable baseline if a condition needs it.
+
+    Query templates may use ``{backend}``, ``{version}``, ``{model}``, ``{role}``, ``{window}`` (seconds),
+    ``{url}`` and ``{endpoint}`` (the target's name: SageMaker endpoint, Kubernetes service, local router).
 
     :param fallback_baseline: the stable value to compare with when the stable version has no data now (at
         100% or in a blue-green preview it serves no traffic): its last measured value.
@@ -71,7 +74,7 @@ def measure(metric: MetricCheck, provider: Provider, backends: Mapping[str, Back
             raise ProviderUnavailable(f"no {role} backend to measure")
         variables = {"backend": backend.name, "version": backend.version, "model": model, "role": role,
                      "window": f"{metric.interval_s:g}", "window_s": f"{metric.interval_s:g}",
-                     "url": backend.url or ""}
+                     "url": backend.url or "", "endpoint": endpoint}
         value = provider.query(metric, backend, variables)
         return None if value is None or math.isnan(value) else float(value)
 
