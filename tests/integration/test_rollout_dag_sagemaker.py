@@ -60,7 +60,7 @@ def _run(candidate: str) -> dict[str, Any]:
 
 def test_same_dag_canary_on_sagemaker_promotes_then_rolls_back(on_sagemaker: dict[str, Any],
                                                                 aws: dict[str, Any]) -> None:
-    client, (v1, v2, v3) = on_sagemaker["client"], on_sagemaker["versions"]
+    client, (_, v2, v3) = on_sagemaker["client"], on_sagemaker["versions"]
     target = on_sagemaker["target"]
 
     with VariantTraffic(aws, ENDPOINT, fail={}):
