@@ -64,7 +64,12 @@ class KServeController:
             raise
         predictor = dict(obj["spec"]["predictor"])
         canary = predictor.pop("canaryTrafficPercent", None)
-        digest = hashlib.sha256(json.dumps(predictor, sort_keys=True).encode()).hexdigest()
+        # Knative cuts a revision per spec generation; the fake API server bumps no generation, and a poll can miss
+        # a spec that came and went (v2 -> v1 -> v2 between two polls), so the target's own markers of a new
+        # predictor write count too.
+        notes = obj["metadata"].get("annotations") or {}
+        marks = [notes.get(f"mlops.airflow-mlops.io/{k}") for k in ("predictor-version", "previous-revision")]
+        digest = hashlib.sha256(json.dumps([predictor, marks], sort_keys=True).encode()).hexdigest()
         history = self.revisions.setdefault(name, [])
         if not history or history[-1][0] != digest:
             history.append((digest, f"{name}-predictor-{len(history) + 1:05d}"))
