@@ -205,3 +205,33 @@ def test_cloudwatch_provider_against_moto(moto_server: str) -> None:
                                                                     connect_timeout=1, read_timeout=1))
     dead = measure(metric, make_provider("cloudwatch", {"aws": {"client": client}}), BACKENDS, "m", step=0)
     assert dead.outcome == "inconclusive" and "CloudWatch" in dead.message
+
+
+def test_cloudwatch_query_list_with_hidden_inputs_is_matched_by_id(moto_server: str) -> None:
+    """GetMetricData returns only ReturnData queries: the returned one must not be paired with a hidden one."""
+    import json
+
+    import boto3
+
+    aws = {"region_name": "us-east-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
+           "aws_secret_access_key": "testing"}
+    cw = boto3.client("cloudwatch", **aws)
+    dims = [{"Name": "EndpointName", "Value": "hidden-ids"}, {"Name": "VariantName", "Value": "v2"}]
+    cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
+        {"MetricName": "Invocations", "Value": 50.0, "Unit": "Count", "Dimensions": dims},
+        {"MetricName": "Invocation5XXErrors", "Value": 0.25, "Unit": "Count", "Dimensions": dims}])
+
+    def stat(name: str) -> dict:
+        return {"Metric": {"Namespace": "AWS/SageMaker", "MetricName": name,
+                           "Dimensions": [{"Name": "EndpointName", "Value": "hidden-ids"},
+                                          {"Name": "VariantName", "Value": "{backend}"}]},
+                "Period": 60, "Stat": "Average"}
+
+    queries = [{"Id": "calls", "ReturnData": False, "MetricStat": stat("Invocations")},
+               {"Id": "errors", "ReturnData": True, "MetricStat": stat("Invocation5XXErrors")}]
+    # Literal braces of the JSON are doubled for the query template; {backend} is filled in.
+    template = json.dumps(queries).replace("{", "{{").replace("}", "}}").replace("{{backend}}", "{backend}")
+    metric = MetricCheck(name="errors", provider="cloudwatch", query=template, interval_s=60, count=1,
+                         success_condition="result <= 0.1")
+    m = measure(metric, make_provider("cloudwatch", {"aws": aws}), BACKENDS, "m", step=0)
+    assert (m.value, m.outcome) == (0.25, "failed"), m

@@ -59,7 +59,8 @@ class CloudWatchMetrics:
             response = self._client().get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
         except (BotoCoreError, ClientError) as err:
             raise ProviderUnavailable(f"CloudWatch GetMetricData: {err}") from err
-        results = [r for r, q in zip(response.get("MetricDataResults", []), queries, strict=False)
-                   if q.get("ReturnData", True)]
+        # GetMetricData returns only the queries with ReturnData true, in any order: match them by Id.
+        wanted = {q["Id"] for q in queries if q.get("ReturnData", True)}
+        results = [r for r in response.get("MetricDataResults", []) if r.get("Id") in wanted]
         values = [float(v) for r in results for v in r.get("Values", [])]
         return sum(values) / len(values) if values else None
