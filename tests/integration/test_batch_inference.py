@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,33 @@ def _register(flip_labels: bool, alias: str, max_iter: int = 500) -> str:
     return str(version.version)
 
 
-@pytest.fixture
-def models(airflow_db: Path, mlops_home: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def stack(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded stack (MLflow store, artifacts) for the module: registering real models takes seconds each."""
+    home = tmp_path_factory.mktemp("batch-mlops")
+    saved = {k: os.environ.get(k) for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["MLOPS_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = ""
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def models(stack: Path) -> dict[str, str]:
     """champion: a good model; challenger: a near-identical retrain; rogue: trained on inverted labels."""
     return {"champion": _register(False, "champion"), "challenger": _register(False, "challenger", max_iter=400),
             "rogue": _register(True, "rogue")}
+
+
+@pytest.fixture
+def mlops_home(stack: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This module's stack (overrides the per-test one from tests/conftest.py)."""
+    monkeypatch.setenv("MLOPS_HOME", str(stack))
+    return stack
 
 
 def _step(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -96,8 +119,11 @@ def test_step_pins_aliases_scores_and_compares(models: dict[str, str], mlops_hom
     (["--model-uri", f"models:/{MODEL}@champion", "--input-uri", "NARROW"], "input schema"),
 ])
 def test_step_rejects_bad_input_with_exit_2(models: dict[str, str], tmp_path: Path, args: list[str],
-                                            message: str) -> None:
+                                            message: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The step's entry point in-process (a subprocess per case would only add interpreter start-ups)."""
     from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.steps import batch_score
 
     frame = _frame()
     frame.head(0).to_parquet(tmp_path / "empty.parquet")
@@ -106,9 +132,10 @@ def test_step_rejects_bad_input_with_exit_2(models: dict[str, str], tmp_path: Pa
             for a in args]
     if "--input-uri" not in args:
         args += ["--sample-dataset", "breast_cancer"]
-    proc = _step(args, {**MlflowHook().process_env(), "MLOPS_OUTPUT_URI": str(tmp_path / "out")})
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
+    for key, value in {**MlflowHook().process_env(), "MLOPS_OUTPUT_URI": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(key, value)
+    assert batch_score.main(args) == 2
+    assert message in capsys.readouterr().err
 
 
 def _run(conf: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -148,17 +175,3 @@ def test_dag_champion_then_blue_green_switch_and_hold_back(models: dict[str, str
     run, tis = _run({"mode": "blue_green", "candidate_alias": "rogue", "on_disagreement": "fail"})
     assert str(tis["publish"].state) == "failed"
     assert json.loads(pointer.read_text())["version"] == models["champion"]
-
-
-def test_dag_params_reject_bad_values(airflow_db: Path) -> None:
-    import copy
-
-    from airflow.sdk.definitions.param import ParamValidationError
-
-    dag = load_dag("mlops_batch_inference")
-    for key, value in (("mode", "canary"), ("min_agreement", 2), ("candidate_alias", "has space"),
-                       ("on_disagreement", "rollback")):
-        params = copy.deepcopy(dag.params)
-        with pytest.raises(ParamValidationError, match=f"Invalid input for param {key}"):
-            params[key] = value
-    copy.deepcopy(dag.params).validate()  # the defaults are valid
