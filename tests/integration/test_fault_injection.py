@@ -31,8 +31,10 @@ def test_wrapped_model_fails_its_share_and_otherwise_predicts_like_the_inner_mod
 
     x, y = load_iris(return_X_y=True, as_frame=True)
     model = LogisticRegression(max_iter=300).fit(x, y)
-    mlflow.set_experiment("faults")
-    with mlflow.start_run():
+    # An explicit experiment, never mlflow.set_experiment(): that sets a process-global active experiment id
+    # which later tests in other stores would inherit.
+    experiment_id = mlflow.MlflowClient().create_experiment("faults")
+    with mlflow.start_run(experiment_id=experiment_id):
         inner = mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
                                          input_example=x.head(2)).model_uri
         wrapped = log_fault_injecting_model(inner, 30)
