@@ -36,7 +36,7 @@ contracts: venv
 
 # pytest exit code 5 ("no tests collected") is a failure here, never a silent pass.
 pytest: venv checks-env
-	$(BIN)/python -m pytest tests --ignore=$(CURDIR)/tests/benchmarks; rc=$$?; \
+	$(BIN)/python -m pytest tests --ignore=$(CURDIR)/tests/benchmarks --durations=25; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test: lint typecheck contracts pytest
