@@ -254,8 +254,10 @@ class ModelRolloutOperator(BaseOperator):
         except Exception:
             ti = context["ti"]
             last_try = int(ti.try_number or 1) > int(self.retries or 0)
-            if last_try and state.phase == "progressing" and state.split:
-                self.log.error("last try failed mid-rollout: rolling back so traffic is not left split")
+            if last_try and state.phase == "progressing":
+                # Also at 0% (candidate deployed, blue-green preview) or 100% (before promote): a progressing
+                # rollout whose owner is gone would block every later run and leak the candidate.
+                self.log.error("last try failed mid-rollout: rolling back so nothing is left without an owner")
                 self._abort(target, state, "the task failed on its last try")
             raise
 
@@ -274,7 +276,7 @@ class ModelRolloutOperator(BaseOperator):
         self.defer(trigger=RolloutTrigger(target=self._target_config, owner=self._owner,
                                           analysis_settings=self.analysis_settings, wait_ready=wait_ready,
                                           deadline=time.time() + self.ready_timeout_s if wait_ready else None,
-                                          poll_s=self.poll_s),
+                                          poll_s=self.poll_s, on_kill=self.on_kill_policy),
                    method_name="resume")
 
     def _log_step(self, strategy: Strategy, state: RolloutState, decision: str) -> None:

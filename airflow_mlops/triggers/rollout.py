@@ -27,10 +27,12 @@ class RolloutTrigger(BaseTrigger):
     :param wait_ready: wait for the candidate to answer instead of walking the plan.
     :param deadline: epoch seconds after which readiness waiting gives up.
     :param poll_s: seconds between readiness / approval polls.
+    :param on_kill: ``rollback`` (default) or ``leave`` when the task is killed while deferred here.
     """
 
     def __init__(self, target: Mapping[str, Any], owner: str, analysis_settings: Mapping[str, Any] | None = None,
-                 wait_ready: bool = False, deadline: float | None = None, poll_s: float = 0.5) -> None:
+                 wait_ready: bool = False, deadline: float | None = None, poll_s: float = 0.5,
+                 on_kill: str = "rollback") -> None:
         super().__init__()
         self.target = dict(target)
         self.owner = owner
@@ -38,13 +40,45 @@ class RolloutTrigger(BaseTrigger):
         self.wait_ready = wait_ready
         self.deadline = deadline
         self.poll_s = poll_s
+        self.on_kill_policy = on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"target": self.target, "owner": self.owner, "analysis_settings": self.analysis_settings,
-                 "wait_ready": self.wait_ready, "deadline": self.deadline, "poll_s": self.poll_s})
+                 "wait_ready": self.wait_ready, "deadline": self.deadline, "poll_s": self.poll_s,
+                 "on_kill": self.on_kill_policy})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Any failure here (a target API error, a router that will not start) must reach the worker as an event:
+        # an exception would resume the task with a deferral error that skips its rollback.
+        try:
+            async for event in self._run():
+                yield event
+                return
+        except Exception as err:
+            self.log.exception("rollout trigger failed")
+            yield TriggerEvent({"status": "error", "message": f"rollout trigger failed: {err!r}"})
+
+    async def on_kill(self) -> None:
+        """The task was killed while deferred here (mark failed, clear): roll back, as the operator's on_kill would.
+
+        Most of a rollout's time is spent in this trigger, so this, not the operator's ``on_kill``, is what usually
+        runs when a person stops it. Only a rollout this task owns and that is still progressing is touched.
+        """
+        from airflow_mlops.core.rollout import Abort, applied
+        from airflow_mlops.rollout.targets import make_target
+
+        if self.on_kill_policy != "rollback":
+            return
+        target = await asyncio.to_thread(make_target, self.target)
+        state = await asyncio.to_thread(target.read_state)
+        if state is None or state.owner != self.owner or state.phase != "progressing":
+            return
+        self.log.warning("task killed while deferred: rolling %s back to v%s", state.model, state.stable)
+        aborted = applied(state, Abort("task killed while deferred (on_kill=rollback)"), time.time())
+        await asyncio.wait_for(asyncio.to_thread(target.rollback, aborted), timeout=300)
+
+    async def _run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_mlops.core.rollout import Analyse, AwaitApproval, Pause, applied, decide, strategy_of
         from airflow_mlops.rollout.analysis import make_provider, measure
         from airflow_mlops.rollout.targets import make_target

@@ -305,3 +305,35 @@ def test_on_kill_rolls_back_and_approval_is_recorded(stack: dict[str, Any], endp
     after = endpoint.read_state()
     assert after.phase == "aborted" and after.weight == 0 and after.approved
     assert endpoint.serving_version() == good
+
+
+def test_trigger_on_kill_rolls_back_and_trigger_errors_become_events(stack: dict[str, Any], endpoint: Any) -> None:
+    """Killed while deferred, the trigger (not the operator) runs: it rolls back what its task owns, nothing else.
+    A failure inside the trigger reaches the worker as an error event, so the operator can roll back."""
+    import asyncio
+    from dataclasses import replace
+
+    from airflow_mlops.core.rollout import CanaryStrategy, RolloutState
+    from airflow_mlops.triggers.rollout import RolloutTrigger
+
+    good, good2 = stack["versions"]["good"], stack["versions"]["good2"]
+    config = {"kind": "local", "name": endpoint.name, "model": MODEL, "tracking_uri": stack["uri"]}
+    state = RolloutState(owner="d/r/t", model=MODEL, stable=good, candidate=good2,
+                         strategy=CanaryStrategy(steps=(50, 100), pause_s=5).to_dict())
+    endpoint.deploy_candidate(state)
+    endpoint.apply_weight(replace(state, step=0, weight=50))
+    asyncio.run(RolloutTrigger(config, owner="someone/else/t").on_kill())
+    asyncio.run(RolloutTrigger(config, owner="d/r/t", on_kill="leave").on_kill())
+    assert endpoint.read_state().weight == 50 and endpoint.read_state().phase == "progressing"
+    asyncio.run(RolloutTrigger(config, owner="d/r/t").on_kill())
+    after = endpoint.read_state()
+    assert after.phase == "aborted" and after.weight == 0 and endpoint.serving_version() == good
+    assert "killed while deferred" in (after.reason or "")
+
+    async def first_event(trigger: RolloutTrigger) -> Any:
+        async for event in trigger.run():
+            return event.payload
+
+    broken = RolloutTrigger({**config, "no_such_option": 1}, owner="d/r/t")
+    event = asyncio.run(first_event(broken))
+    assert event["status"] == "error" and "rollout trigger failed" in event["message"]
