@@ -57,6 +57,23 @@ ANALYSIS_BY_TARGET = {
     ]},
 }
 
+# Blue-green analysis runs after the switch (the preview gets no live traffic to measure, and the stable
+# version then serves none, so there is no baseline): absolute thresholds, judged within scale_down_seconds, and a
+# failure switches traffic back.
+BLUE_GREEN_ANALYSIS_BY_TARGET = {
+    "local": {"metrics": [
+        {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 10, "count": 3,
+         "success_condition": "result <= 0.01", "failure_limit": 0, "inconclusive_limit": 2},
+    ]},
+    "sagemaker": {"metrics": [
+        {"name": "error_rate", "provider": "cloudwatch", "query": "AWS/SageMaker/Invocation5XXErrors",
+         "interval_s": 60, "count": 3, "success_condition": "result <= 0.01", "failure_limit": 0,
+         "inconclusive_limit": 2, "params": {"stat": "Average", "period": 60, "dimensions": SAGEMAKER_DIMENSIONS}},
+    ]},
+    **{kind: {"metrics": [{**ANALYSIS_BY_TARGET[kind]["metrics"][0], "success_condition": "result <= 0.01"}]}
+       for kind in ("kubernetes", "kserve")},
+}
+
 DOC = f"""
 ### MLOps progressive rollout
 
@@ -65,8 +82,9 @@ Also runs by hand with a `candidate_version`.
 
 1. **resolve**: the candidate (the param, else the version in the promotion event, else `@challenger`) and the
    stable version (`@champion`; none means a first deployment, which goes straight to 100%).
-2. **rollout**: a **canary** (weights `canary_steps`, `pause_seconds` at each, analysis every step) or a
-   **blue_green** (preview with analysis, then switch all traffic, old version kept for `scale_down_seconds`) on
+2. **rollout**: a **canary** (weights `canary_steps`, `pause_seconds` at each, analysis every step, relative to the
+   stable version) or a **blue_green** (`preview_seconds` of preview, then all traffic switches; the
+   `blue_green_analysis` runs while the old version is kept for `scale_down_seconds`, and a failure switches back) on
    the target the `mlops_rollout_target` Variable selects (`local` | `kubernetes` | `kserve` | `sagemaker`).
    Every pause and analysis interval is deferred to the triggerer: no worker slot is held while it waits.
    The task log has one line per step: weight, measured values against the stable baseline, decision.
@@ -97,16 +115,20 @@ with DAG(
         "strategy": Param("canary", enum=["canary", "blue_green"], description="Rollout strategy"),
         "canary_steps": Param([10, 50, 100], type="array", items={"type": "integer", "minimum": 1, "maximum": 100},
                               minItems=1, description="Candidate traffic % per canary step, increasing, ending at 100"),
-        "pause_seconds": Param(30, type="number", exclusiveMinimum=0, maximum=86400,
-                               description="Seconds at each canary step (analysis runs during it)"),
-        "preview_seconds": Param(30, type="number", exclusiveMinimum=0, maximum=86400,
-                                 description="Blue-green: seconds of preview analysis before the switch"),
-        "scale_down_seconds": Param(60, type="number", minimum=0, maximum=86400,
-                                    description="Blue-green: seconds the old version keeps running after the switch"),
+        "pause_seconds": Param(300, type="number", exclusiveMinimum=0, maximum=86400,
+                               description="Seconds at each canary step; at least the analysis window "
+                                           "(interval x count) of the target's metrics"),
+        "preview_seconds": Param(60, type="number", exclusiveMinimum=0, maximum=86400,
+                                 description="Blue-green: seconds the candidate runs beside stable before the switch"),
+        "scale_down_seconds": Param(300, type="number", exclusiveMinimum=0, maximum=86400,
+                                    description="Blue-green: seconds the old version keeps running after the switch, "
+                                                "while blue_green_analysis judges the new one (at least its window)"),
         "endpoint": Param("", type="string", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
                           description="Endpoint/service name at the target; empty: derived from the model name"),
         "analysis": Param(ANALYSIS_BY_TARGET, type="object",
-                          description="AnalysisSpec per target kind (metrics, conditions, intervals, limits)"),
+                          description="Canary AnalysisSpec per target kind (metrics, conditions, intervals, limits)"),
+        "blue_green_analysis": Param(BLUE_GREEN_ANALYSIS_BY_TARGET, type="object",
+                                     description="Blue-green AnalysisSpec per target kind, judged after the switch"),
     },
 ) as dag:
     resolve = ResolveRolloutOperator(task_id="resolve", model_name="{{ params.model_name }}",
@@ -119,12 +141,12 @@ with DAG(
         stable_version="{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}",
         strategy=(
             "{% set kind = var.value.get('mlops_rollout_target', 'local') %}"
-            "{% set analysis = params.analysis[kind] %}"
             "{% if params.strategy == 'canary' %}"
             "{{ {'kind': 'canary', 'steps': params.canary_steps, 'pause_s': params.pause_seconds,"
-            " 'analysis': analysis} | tojson }}"
+            " 'analysis': params.analysis[kind]} | tojson }}"
             "{% else %}"
-            "{{ {'kind': 'blue_green', 'preview_pause_s': params.preview_seconds, 'preview_analysis': analysis,"
+            "{{ {'kind': 'blue_green', 'preview_pause_s': params.preview_seconds, 'preview_analysis': None,"
+            " 'post_promotion_analysis': params.blue_green_analysis[kind],"
             " 'scale_down_delay_s': params.scale_down_seconds} | tojson }}"
             "{% endif %}"
         ),

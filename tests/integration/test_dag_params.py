@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,18 @@ def test_defaults_are_valid_and_described(airflow_db: Path, dag_id: str) -> None
     copy.deepcopy(dag.params).validate()
     for name in dag.params:
         assert dag.params.get_param(name).description, f"{dag_id}.{name} has no description for the trigger form"
+
+
+@pytest.mark.parametrize("kind", ["local", "kubernetes", "kserve", "sagemaker"])
+@pytest.mark.parametrize("strategy", ["canary", "blue_green"])
+def test_rollout_defaults_render_a_valid_strategy_for_every_target(airflow_db: Path, kind: str,
+                                                                   strategy: str) -> None:
+    """The rollout DAG's own template, rendered with its default params, is a valid strategy on each target."""
+    from airflow_mlops.core.rollout import strategy_from_dict
+
+    dag = load_dag("mlops_progressive_rollout")
+    task = dag.get_task("rollout")
+    params = {**copy.deepcopy(dag.params).validate(), "strategy": strategy}
+    rendered = task.render_template(task.strategy, {"params": params, "var": {"value": {"mlops_rollout_target": kind}}})
+    spec = strategy_from_dict(json.loads(rendered))
+    assert spec.kind == strategy

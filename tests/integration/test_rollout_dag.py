@@ -17,6 +17,10 @@ from tests.integration.test_rollout_local import Traffic
 
 pytestmark = pytest.mark.slow
 MODEL = "breast_cancer_classifier"  # the reference DAG's model (its schedule's Asset names it)
+FAST_BLUE_GREEN = {"local": {"metrics": [
+    {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 1, "count": 2,
+     "success_condition": "result <= 0.05", "failure_limit": 0, "inconclusive_limit": 1},
+]}}
 FAST = {"local": {"metrics": [
     {"name": "error_rate", "provider": "router", "query": "error_ratio", "interval_s": 1, "count": 2,
      "success_condition": "result <= stable * 1.5 + 0.05", "failure_limit": 0, "inconclusive_limit": 1},
@@ -36,7 +40,7 @@ def registry(airflow_db: Path, mlops_home: Path) -> Iterator[dict[str, str]]:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     yield {"good": log_demo_model(MODEL), "good2": log_demo_model(MODEL, bias=0.1),
-           "bad": log_demo_model(MODEL, fail_percent=30)}
+           "bad": log_demo_model(MODEL, fail_percent=30), "good3": log_demo_model(MODEL, bias=0.2)}
     from airflow_mlops.rollout.targets.local import LocalTarget
 
     LocalTarget("breast-cancer-classifier", MODEL, uri).cleanup()
@@ -89,6 +93,19 @@ def test_first_deployment_good_canary_then_bad_candidate(registry: dict[str, str
     assert traffic.counts[(f"v{registry['bad']}", 500)] > 0
     tags = client.get_model_version(MODEL, registry["bad"]).tags
     assert tags["mlops.rollout.outcome"] == "aborted" and "error_rate" in tags["mlops.rollout.reason"]
+    # 4. Blue-green by param: preview, switch, judged after the switch (absolute thresholds), old version kept.
+    with Traffic(target.router_url, rate=30) as traffic:
+        run, tis = _run({"candidate_version": registry["good3"], "strategy": "blue_green", "preview_seconds": 1,
+                         "scale_down_seconds": 3, "blue_green_analysis": FAST_BLUE_GREEN})
+    assert str(run.state) == "success", {k: str(v.state) for k, v in tis.items()}
+    record = tis["rollout"].xcom_pull(task_ids="rollout")
+    assert record["outcome"] == "promoted" and record["strategy"]["kind"] == "blue_green"
+    assert [h["weight"] for h in record["history"]][:2] == [0, 100]
+    assert {m["metric"] for m in record["measurements"]} == {"error_rate"}
+    assert target.serving_version() == registry["good3"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good3"]
+    assert traffic.counts[(f"v{registry['good3']}", 200)] > 0
+
     # The router kept an inference log the drift monitor reads.
     log = Path(target.root) / "inference.jsonl"
     assert log.is_file() and json.loads(log.read_text().splitlines()[0])["status"] == 200
