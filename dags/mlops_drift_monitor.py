@@ -78,8 +78,10 @@ with DAG(
         task_id="drift",
         reference_data_uri="{{ ti.xcom_pull(task_ids='reference')['train_uri'] }}",
         current_data_uri="{{ ti.xcom_pull(task_ids='collect')['features_uri'] }}",
-        reference_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] }}",
-        current_predictions_uri="{{ ti.xcom_pull(task_ids='collect')['predictions_uri'] }}",
+        # A version trained without recorded predictions gets feature drift only ("or ''": never the text None).
+        reference_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] or '' }}",
+        current_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] and "
+                                "ti.xcom_pull(task_ids='collect')['predictions_uri'] or '' }}",
         label_column="target",
         cat_features=[],
         gate="warn",  # drift is a finding to act on, not a failure of the monitor

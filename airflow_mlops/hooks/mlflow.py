@@ -569,6 +569,10 @@ class MlflowHook(BaseHook):
         client = self.get_client()
         with self._alias_lock(name, alias, lock_timeout, lock_ttl):
             current = self.get_alias_version(name, alias)
+            if current != expected and current == version:
+                resumed = self._finish_interrupted_move(name, alias, version, expected, actor)
+                if resumed is not None:
+                    return resumed
             if current != expected:
                 raise AliasConflictError(name, alias, expected, current)
             moved_at = _now()
@@ -591,14 +595,41 @@ class MlflowHook(BaseHook):
                 entry["state"] = f"aborted: alias moved to {latest} by a writer outside this hook"
                 client.set_registered_model_tag(name, entry_key, json.dumps(entry))
                 raise AliasConflictError(name, alias, expected, latest, " (outside the lock, e.g. in the MLflow UI)")
-            client.set_registered_model_alias(name, alias, version)
+            # The previous holder is kept first: if the move below fails, a retry finds the alias unmoved and
+            # repeats both; the alias never points at the new version without its rollback alias in place.
             if current is not None:
                 client.set_registered_model_alias(name, rollback_alias, current)
+            client.set_registered_model_alias(name, alias, version)
             entry["state"] = "done"
             client.set_registered_model_tag(name, entry_key, json.dumps(entry))
         self.log.info("moved %s@%s: version %s -> %s%s (by %s: %s)", name, alias, current or "(unset)", version,
                       f"; previous kept as @{rollback_alias}" if current else "", actor or "?", reason or "-")
         return AliasMove(name, alias, version, current, rollback_alias if current else None, moved_at, actor, reason)
+
+    def _finish_interrupted_move(self, name: str, alias: str, version: str, expected: str | None,
+                                 actor: str) -> AliasMove | None:
+        """This caller's own move that stopped after the alias moved (its history entry still ``moving``).
+
+        Without this, the retry of a task that died right after moving the alias would see "someone else moved
+        it" and fail for good. The entry names the same from/to/actor, so the move is this caller's.
+        """
+        history = self.alias_history(name, alias)
+        if not history:
+            return None
+        last = history[-1]
+        if last.get("state") != "moving" or last.get("to") != version or last.get("from") != expected \
+                or last.get("by") != actor:
+            return None
+        client = self.get_client()
+        rollback = last.get("rollback_alias")
+        if expected is not None and rollback:
+            client.set_registered_model_alias(name, rollback, expected)
+        entry_key = f"{HISTORY_PREFIX}.{alias}.{len(history):06d}"
+        client.set_registered_model_tag(name, entry_key, json.dumps({**last, "state": "done"}))
+        self.log.info("%s@%s already points to version %s by this caller's interrupted move: finished it", name,
+                      alias, version)
+        return AliasMove(name, alias, version, expected, rollback if expected else None, last.get("at", _now()),
+                         actor, last.get("why", ""))
 
     def rollback_alias(self, name: str, alias: str, rollback_alias: str | None = None, *, actor: str = "",
                        reason: str = "rollback") -> AliasMove:

@@ -100,7 +100,10 @@ def score(model: Any, frame: Any, id_column: str | None, chunk_rows: int, classe
             raise BadInput(f"the batch does not match the model's input schema: {err.message}") from None
         parts.append(np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype="float64"))
     proba = np.concatenate(parts)
-    if proba.ndim == 1:  # a model that returns labels or one score: treat as the positive-class probability
+    if proba.ndim == 1:  # one score per row: only a binary model's positive-class probability makes sense
+        if (classes and len(classes) != 2) or not ((proba >= 0) & (proba <= 1)).all():
+            raise BadInput("the model returns one value per row that is not a probability in [0, 1] (labels?): "
+                           "log it with class probabilities (e.g. pyfunc_predict_fn='predict_proba')")
         proba = np.column_stack([1 - proba, proba])
     names = classes or [str(i) for i in range(proba.shape[1])]
     if len(names) != proba.shape[1]:

@@ -139,3 +139,34 @@ def test_copy_model_version_once(hook: MlflowHook, versions: list[str]) -> None:
     assert str(copied.version) == str(again.version) == "1" and copied.status == "READY"
     assert copied.tags["mlops.copied_from"] == "clf/3"
     assert len(hook.get_client().search_model_versions("name = 'clf_prod'")) == 1
+
+
+def test_a_retry_finishes_its_own_interrupted_move_and_nobody_elses(hook: MlflowHook, versions: list[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task dies right after the alias moved (before its history entry says done): its retry finishes the
+    move instead of failing for good with "someone moved it"; another caller still gets the conflict."""
+    from mlflow import MlflowClient
+
+    hook.move_alias("clf", "champion", versions[0], expected_version=None, actor="run-1")
+    real = MlflowClient.set_registered_model_tag
+
+    def crash_on_done(self: MlflowClient, name: str, key: str, value: str) -> None:
+        if '"state": "done"' in value:
+            raise ConnectionError("worker lost")
+        real(self, name, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", crash_on_done)
+    with pytest.raises(ConnectionError):
+        hook.move_alias("clf", "champion", versions[1], expected_version=versions[0], actor="run-2")
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", real)
+    # The previous holder was kept before the alias moved: never a moved alias without its rollback alias.
+    assert hook.get_alias_version("clf", "champion") == versions[1]
+    assert hook.get_alias_version("clf", "champion_previous") == versions[0]
+    assert hook.alias_history("clf", "champion")[-1]["state"] == "moving"
+
+    with pytest.raises(AliasConflictError):
+        hook.move_alias("clf", "champion", versions[1], expected_version=versions[0], actor="someone-else")
+    again = hook.move_alias("clf", "champion", versions[1], expected_version=versions[0], actor="run-2")
+    assert (again.version, again.previous_version, again.rollback_alias) == (versions[1], versions[0],
+                                                                             "champion_previous")
+    assert [h["state"] for h in hook.alias_history("clf", "champion")] == ["done", "done"]
