@@ -225,6 +225,9 @@ def label(check: Mapping[str, Any]) -> str:
     return f"{check.get('name')} [{dataset}]" if dataset else str(check.get("name"))
 
 
+NOTHING_RAN = "no_check_ran"
+
+
 def verdict(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) -> Verdict:
     """Read the step's per-check records (``name``, ``status``, ``conditions``, ``error``).
 
@@ -247,6 +250,10 @@ def verdict(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) 
             failed.append(str(check.get("name")))
         elif status == NOT_RUN:
             warnings.append(f"{name}: not run ({check.get('error') or 'no reason given'})")
+    if checks and all(check.get("status") == NOT_RUN for check in checks):
+        # deepchecks turns a crash inside a check into "not run": a gate where nothing ran must not pass.
+        failed.append(NOTHING_RAN)
+        failed_conditions.append(f"{NOTHING_RAN}: none of the {len(checks)} checks ran (see their errors)")
     return Verdict(passed=not failed, failed_checks=tuple(failed), failed_conditions=tuple(failed_conditions),
                    warnings=tuple(warnings))
 

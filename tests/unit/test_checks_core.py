@@ -104,6 +104,17 @@ def test_verdict_lists_failed_checks_conditions_and_warnings() -> None:
     assert verdict(RECORDS[1:]).passed
 
 
+def test_a_gate_where_no_check_ran_does_not_pass() -> None:
+    """deepchecks reports a check that crashed as not run: all of them not running is a failure, not a pass."""
+    crashed = [{"name": "feature_drift", "status": "not run", "error": "KeyError: 'proba_0'"},
+               {"name": "prediction_drift", "status": "not run", "error": "KeyError: 'proba_0'"}]
+    seen = verdict(crashed)
+    assert not seen.passed and seen.failed_checks == ("no_check_ran",)
+    assert "none of the 2 checks ran" in seen.failed_conditions[0]
+    assert verdict([]).passed  # nothing requested is not the same as nothing ran
+    assert verdict([*crashed, RECORDS[1]]).passed is verdict(RECORDS[1:2]).passed
+
+
 def test_table_has_one_line_per_check() -> None:
     table = format_table(RECORDS).splitlines()
     assert [c.strip() for c in table[0].split("|")] == ["check", "status", "conditions", "key values"]
