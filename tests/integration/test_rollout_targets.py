@@ -240,6 +240,9 @@ def test_kubernetes_replica_ratio_rounds_to_whole_pods(kube: str) -> None:
         target.apply_weight(state)
         replicas = {v: apps.read_namespaced_deployment(f"ratio-v{v}", "default").spec.replicas for v in "12"}
         assert replicas == {"1": 4, "2": 1} and target.observed_weight(state) == 5
+        # The active Service now selects every version's pods (the version key deleted, not merged back in).
+        core = client.CoreV1Api(config.new_client_from_config(config_file=kube))
+        assert core.read_namespaced_service("ratio", "default").spec.selector == {"app.kubernetes.io/name": "ratio"}
         target.save_state(replace(state, step=1, weight=50))  # persisted, then the worker died before scaling
         assert target.read_state().weight == 20  # type: ignore[union-attr]  # what the pods really give
     finally:

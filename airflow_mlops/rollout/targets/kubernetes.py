@@ -154,7 +154,11 @@ class KubernetesTarget(RolloutTarget):
         exists = self._read(kind, name) is not None
         if kind == "Service":
             if exists:
-                self._core().patch_namespaced_service(name, self.namespace, manifest)
+                # A patch merges map keys: a selector that drops the version (replica-ratio canary selects every
+                # version's pods) must delete the key explicitly, or the Service keeps selecting one version only.
+                selector = dict(manifest["spec"].get("selector") or {})
+                patch = {**manifest, "spec": {**manifest["spec"], "selector": {VERSION: None, **selector}}}
+                self._core().patch_namespaced_service(name, self.namespace, patch)
             else:
                 self._core().create_namespaced_service(self.namespace, manifest)
         elif kind == "Deployment":
