@@ -69,6 +69,7 @@ with DAG(
             "--reference-uri", "{{ ti.xcom_pull(task_ids='reference')['train_uri'] }}",
             "--since-seconds", "{{ params.window_hours * 3600 }}",
             "--min-rows", "{{ params.min_rows }}",
+            "--reference-predictions-uri", "{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] or '' }}",
         ],
         compute={"cpu_request": "1", "memory_request": "4Gi", "memory_limit": "4Gi"},
         timeout_seconds=3600,

@@ -99,9 +99,28 @@ def parse_line(line: str, features: list[str]) -> tuple[float, list[dict[str, An
     return ts, rows, outputs
 
 
+def class_labels(reference_predictions_uri: str | None, width: int) -> list[Any]:
+    """Class labels in probability-column order: from the trainer's ``proba_<class>`` columns when known."""
+    if reference_predictions_uri:
+        if not artifacts.exists(reference_predictions_uri):
+            raise BadInput(f"reference predictions {reference_predictions_uri} do not exist")
+        columns = [c for c in artifacts.read_parquet(reference_predictions_uri).columns if c.startswith("proba_")]
+        if len(columns) != width:
+            raise BadInput(f"the served model returns {width} probabilities per row but the reference predictions "
+                           f"have {len(columns)} classes ({columns})")
+        labels: list[Any] = [c[len("proba_"):] for c in columns]
+        return [int(v) if v.lstrip("-").isdigit() else v for v in labels]
+    return list(range(width))
+
+
 def collect(log_uri: str, reference_uri: str, label: str | None, since_seconds: float | None, min_rows: int,
-            output_uri: str, now: float | None = None) -> dict[str, Any]:
-    """Read captures, keep the window, write features and predictions Parquet; return the result record."""
+            output_uri: str, now: float | None = None,
+            reference_predictions_uri: str | None = None) -> dict[str, Any]:
+    """Read captures, keep the window, write features and predictions Parquet; return the result record.
+
+    With ``reference_predictions_uri`` (the trainer's predictions) probability columns and ``y_pred`` use its class
+    labels, so they line up with the reference for prediction drift; otherwise classes are 0..n-1.
+    """
     import numpy as np
     import pandas as pd
 
@@ -143,9 +162,10 @@ def collect(log_uri: str, reference_uri: str, label: str | None, since_seconds: 
     if proba.ndim == 1:
         predictions = pd.DataFrame({"y_pred": proba})
     else:
-        predictions = pd.DataFrame({"y_pred": np.argmax(proba, axis=1)})
-        for i in range(proba.shape[1]):
-            predictions[f"proba_{i}"] = proba[:, i]
+        labels = class_labels(reference_predictions_uri, proba.shape[1])
+        predictions = pd.DataFrame({"y_pred": [labels[i] for i in np.argmax(proba, axis=1)]})
+        for i, cls in enumerate(labels):
+            predictions[f"proba_{cls}"] = proba[:, i]
     base = f"{output_uri.rstrip('/')}/inference"
     features_uri, predictions_uri = f"{base}/features.parquet", f"{base}/predictions.parquet"
     artifacts.write_parquet(frame, features_uri)
@@ -164,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=os.environ.get(contract.LABEL_COLUMN, "target"))
     parser.add_argument("--since-seconds", type=float, default=0, help="only traffic this recent (0: all)")
     parser.add_argument("--min-rows", type=int, default=50)
+    parser.add_argument("--reference-predictions-uri", default="",
+                        help="the trainer's predictions on the reference data: class labels of the proba columns")
     parser.add_argument("--output-uri", default=os.environ.get(contract.OUTPUT_URI, ""))
     args = parser.parse_args(argv)
     try:
         if not args.output_uri:
             raise BadInput(f"--output-uri or ${contract.OUTPUT_URI} is required")
         result = collect(args.log_uri, args.reference_uri, args.label or None, args.since_seconds or None,
-                         args.min_rows, args.output_uri)
+                         args.min_rows, args.output_uri,
+                         reference_predictions_uri=args.reference_predictions_uri or None)
     except BadInput as err:
         print(f"error: bad input: {err}", file=sys.stderr)
         return contract.EXIT_BAD_INPUT

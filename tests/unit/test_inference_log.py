@@ -101,3 +101,21 @@ def test_collect_bad_input(tmp_path: Path) -> None:
         collect(str(other), ref, "target", None, 1, str(tmp_path / "o"))
     assert inference_log.main(["--log-uri", str(log), "--reference-uri", ref, "--min-rows", "5",
                                "--output-uri", str(tmp_path / "o")]) == 2
+
+
+def test_probability_columns_take_the_reference_class_labels(tmp_path: Path) -> None:
+    """Labels 1/2/3 (not 0..n-1): y_pred and proba_<class> must line up with the trainer's predictions."""
+    ref_pred = tmp_path / "ref_pred.parquet"
+    pd.DataFrame({"y_true": [1], "y_pred": [1], "proba_1": [0.7], "proba_2": [0.2], "proba_3": [0.1]}).to_parquet(
+        ref_pred)
+    log = tmp_path / "log.jsonl"
+    log.write_text(router_line(1.0, [[1, 2], [3, 4]], [[0.1, 0.2, 0.7], [0.8, 0.1, 0.1]]) + "\n")
+    result = collect(str(log), _reference(tmp_path), "target", None, 1, str(tmp_path / "o"),
+                     reference_predictions_uri=str(ref_pred))
+    predictions = pd.read_parquet(result["predictions_uri"])
+    assert list(predictions.columns) == ["y_pred", "proba_1", "proba_2", "proba_3"]
+    assert predictions["y_pred"].tolist() == [3, 1]
+    (tmp_path / "two.jsonl").write_text(router_line(1.0, [[1, 2]], [[0.4, 0.6]]) + "\n")
+    with pytest.raises(BadInput, match="returns 2 probabilities per row but the reference predictions have 3"):
+        collect(str(tmp_path / "two.jsonl"), _reference(tmp_path), "target", None, 1, str(tmp_path / "o"),
+                reference_predictions_uri=str(ref_pred))
