@@ -20,11 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,51 +96,16 @@ def print_decision(tis: dict) -> None:
         print(f"  promote: {tis['promote'].state}")
 
 
-class Traffic:
+def live_traffic(url: str, test_uri: str, rate: float = 25.0):
     """Live traffic for the rollout: real held-out rows, one per request, at a steady rate, from a thread."""
+    import pandas as pd
 
-    def __init__(self, url: str, test_uri: str, rate: float = 25.0) -> None:
-        import pandas as pd
+    from airflow_mlops.rollout.traffic import TrafficGenerator
 
-        rows = pd.read_parquet(test_uri).drop(columns=["target"])
-        self.payloads = [json.dumps({"dataframe_split": {"columns": list(rows.columns), "data": [r]}}).encode()
-                         for r in rows.to_numpy().tolist()]
-        self.url, self.rate = url, rate
-        self.counts: Counter[tuple[str, int]] = Counter()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        next_at, i = time.monotonic(), 0
-        while not self.stop.is_set():
-            request = urllib.request.Request(f"{self.url}/invocations", data=self.payloads[i % len(self.payloads)],
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    key = (response.headers.get("X-Mlops-Backend", "?"), response.status)
-            except urllib.error.HTTPError as err:
-                key = (err.headers.get("X-Mlops-Backend", "?"), err.code)
-            except OSError:
-                key = ("unreachable", 0)
-            self.counts[key] += 1
-            i += 1
-            next_at += 1.0 / self.rate
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=15)
-
-    def describe(self) -> str:
-        by_version: dict[str, Counter[int]] = {}
-        for (backend, status), n in self.counts.items():
-            by_version.setdefault(backend, Counter())[status] += n
-        return "; ".join(f"{b}: " + ", ".join(f"{n}x{s}" for s, n in sorted(c.items()))
-                         for b, c in sorted(by_version.items()))
+    rows = pd.read_parquet(test_uri).drop(columns=["target"])
+    payloads = [json.dumps({"dataframe_split": {"columns": list(rows.columns), "data": [r]}}).encode()
+                for r in rows.to_numpy().tolist()]
+    return TrafficGenerator(url, payloads, rate)
 
 
 def tis_of(run) -> dict:
@@ -179,7 +140,7 @@ def rollout(conf: dict, label: str, test_uri: str | None) -> dict:
     dag = load_dag("mlops_progressive_rollout")
     target = LocalTarget(endpoint_name(MODEL), MODEL, MlflowHook().tracking_uri)
     if target.serving_version() and test_uri:
-        with Traffic(target.router_url, test_uri) as traffic:
+        with live_traffic(target.router_url, test_uri) as traffic:
             run = dag.test(run_conf={**CANARY, **conf})
         print(f"traffic during the rollout: {traffic.describe()}")
     else:

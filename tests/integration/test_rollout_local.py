@@ -12,10 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from airflow_mlops.rollout.traffic import TrafficGenerator
 from tests.dagfiles import load_dag
 
 pytestmark = pytest.mark.slow
@@ -31,39 +29,9 @@ MODEL = "rollout_demo"
 PAYLOAD = json.dumps({"dataframe_records": [{"x1": 1.0, "x2": 2.0}]}).encode()
 
 
-class Traffic:
-    """Sends requests to the router at a steady rate from a thread; counts responses by (backend, status)."""
-
-    def __init__(self, url: str, rate: float = 40.0) -> None:
-        self.url, self.rate = url, rate
-        self.counts: Counter[tuple[str, int]] = Counter()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        gap = 1.0 / self.rate
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            request = urllib.request.Request(f"{self.url}/invocations", data=PAYLOAD,
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    key = (response.headers.get("X-Mlops-Backend", "?"), response.status)
-            except urllib.error.HTTPError as err:
-                key = (err.headers.get("X-Mlops-Backend", "?"), err.code)
-            except OSError:
-                key = ("?", 0)
-            self.counts[key] += 1
-            next_at += gap
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=15)
+def Traffic(url: str, rate: float = 40.0) -> TrafficGenerator:
+    """Requests to the router at a steady rate from a thread; ``counts`` by (backend, status)."""
+    return TrafficGenerator(url, [PAYLOAD], rate)
 
 
 @pytest.fixture(scope="module")
