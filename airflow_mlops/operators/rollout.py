@@ -36,6 +36,7 @@ from airflow_mlops.core.rollout import (
     strategy_from_dict,
     strategy_of,
 )
+from airflow_mlops.operators.step import _templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,16 +47,6 @@ ON_KILL = ("rollback", "leave")
 ON_RETRY = ("continue", "rollback")
 TARGET_KINDS = ("local", "kubernetes", "kserve", "sagemaker")
 TAG_PREFIX = "mlops.rollout"
-
-
-def _templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_templated(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_templated(v) for v in value)
-    return False
 
 
 def _as_dict(value: Any, field: str) -> Any:

@@ -144,7 +144,10 @@ def test_copy_model_version_once(hook: MlflowHook, versions: list[str]) -> None:
 def test_a_retry_finishes_its_own_interrupted_move_and_nobody_elses(hook: MlflowHook, versions: list[str],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The task dies right after the alias moved (before its history entry says done): its retry finishes the
-    move instead of failing for good with "someone moved it"; another caller still gets the conflict."""
+    move instead of failing for good with "someone moved it"; another caller still gets the conflict.
+
+    The one stand-in: ``monkeypatch`` makes the client raise exactly when the history entry is marked done, because
+    a worker cannot be killed at that instruction otherwise; MLflow and its SQLite store are real."""
     from mlflow import MlflowClient
 
     hook.move_alias("clf", "champion", versions[0], expected_version=None, actor="run-1")

@@ -89,25 +89,6 @@ def _xcom(dr: Any, task_id: str, key: str = "return_value") -> Any:
         return None if row is None else (json.loads(row.value) if isinstance(row.value, str) else row.value)
 
 
-@pytest.fixture
-def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Records each RolloutTrigger run (start, end, event) and keeps its real behaviour (a spy, not a mock)."""
-    from airflow_mlops.triggers.rollout import RolloutTrigger
-
-    runs: list[dict[str, Any]] = []
-    real = RolloutTrigger.run
-
-    async def spy(self: RolloutTrigger) -> Any:
-        entry: dict[str, Any] = {"start": time.time(), "wait_ready": self.wait_ready}
-        async for event in real(self):
-            entry.update(end=time.time(), event=event.payload)
-            runs.append(entry)
-            yield event
-
-    monkeypatch.setattr(RolloutTrigger, "run", spy)
-    return runs
-
-
 def test_good_canary_reaches_100_and_moves_champion(stack: dict[str, Any], endpoint: Any,
                                                     trigger_runs: list[dict[str, Any]]) -> None:
     import mlflow

@@ -437,25 +437,6 @@ def endpoint(aws: dict[str, Any], registry: dict[str, str]) -> Iterator[Any]:
     target.cleanup()
 
 
-@pytest.fixture
-def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Records each RolloutTrigger run (start, end, event), keeping its real behaviour (a spy, not a mock)."""
-    from airflow_mlops.triggers.rollout import RolloutTrigger
-
-    runs: list[dict[str, Any]] = []
-    real = RolloutTrigger.run
-
-    async def spy(self: RolloutTrigger) -> Any:
-        entry: dict[str, Any] = {"start": time.time(), "wait_ready": self.wait_ready}
-        async for event in real(self):
-            entry.update(end=time.time(), event=event.payload)
-            runs.append(entry)
-            yield event
-
-    monkeypatch.setattr(RolloutTrigger, "run", spy)
-    return runs
-
-
 def _run(candidate: str) -> Any:
     dag = load_dag("rollout_sagemaker_canary")
     when = dt.datetime.now(dt.timezone.utc)
