@@ -155,6 +155,7 @@ with DAG(
             " kind=var.value.get('mlops_rollout_target', 'local'),"
             " name=(params.endpoint or macros.airflow_mlops.endpoint_name(params.model_name))) | tojson }}"
         ),
+        analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
         champion_alias="champion",
         on_kill="rollback",
         on_retry="continue",

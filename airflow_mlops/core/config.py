@@ -37,6 +37,9 @@ SETTINGS: Mapping[str, tuple[str, str]] = {
                                       "`kubernetes`, `kserve` or `sagemaker`"),
     "mlops_rollout_target_config": ("{}", "JSON settings of that target (namespace, gateway, image, instance type, "
                                           "execution role, aws_conn_id...); see the rollout section"),
+    "mlops_rollout_analysis_settings": ("{}", "JSON settings of the rollout analysis providers: `prometheus_url` "
+                                              "(required for Prometheus metrics on Kubernetes/KServe), `aws` "
+                                              "(boto3 options for CloudWatch, e.g. `region_name`)"),
     "mlops_inference_log_uri": ("$MLOPS_HOME/rollout/{endpoint}/inference.jsonl",
                                 "captured traffic the drift monitor reads (`{model}`, `{endpoint}` filled in): the "
                                 "local router's log, or a SageMaker Data Capture prefix (`s3://.../{endpoint}/`)"),

@@ -113,7 +113,7 @@ class ModelRolloutOperator(BaseOperator):
     def __init__(self, *, model_name: str, candidate_version: str | int,
                  strategy: Strategy | Mapping[str, Any] | str, target: Mapping[str, Any] | str | None = None,
                  stable_version: str | int | None = None, mlflow_conn_id: str | None = None,
-                 analysis_settings: Mapping[str, Any] | None = None, champion_alias: str | None = "champion",
+                 analysis_settings: Mapping[str, Any] | str | None = None, champion_alias: str | None = "champion",
                  on_kill: str = "rollback", on_retry: str = "continue", ready_timeout_s: float = 300,
                  poll_s: float = 0.5, fail_on_abort: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -123,7 +123,9 @@ class ModelRolloutOperator(BaseOperator):
         self.target = target if target is not None else {"kind": "local"}
         self.stable_version = stable_version
         self.mlflow_conn_id = mlflow_conn_id
-        self.analysis_settings = dict(analysis_settings or {})
+        # A string is a (templated) JSON object, read back at task start.
+        self.analysis_settings = analysis_settings if isinstance(analysis_settings, str) else \
+            dict(analysis_settings or {})
         self.champion_alias = champion_alias
         if on_kill not in ON_KILL:
             raise SpecError("on_kill", f"one of {ON_KILL}", on_kill)
@@ -152,11 +154,31 @@ class ModelRolloutOperator(BaseOperator):
 
     def _config(self) -> dict[str, Any]:
         config = _check_target(self.target)
+        config.setdefault("model", self.model_name)
         if config["kind"] == "local":
             config.setdefault("name", self.model_name)
-            config.setdefault("model", self.model_name)
             config.setdefault("tracking_uri", self._hook().tracking_uri)
         return config
+
+    def _settings(self) -> dict[str, Any]:
+        value = _as_dict(self.analysis_settings or {}, "analysis_settings")
+        if not isinstance(value, Mapping):
+            raise SpecError("analysis_settings", "a dict such as {'prometheus_url': ..., 'aws': {...}}", value)
+        return dict(value)
+
+    def _check_providers(self, strategy: Strategy, settings: Mapping[str, Any]) -> None:
+        """Fail before anything is deployed when a metric's provider has nowhere to ask."""
+        specs = [step.analysis for step in strategy.plan() if step.analysis is not None]
+        if strategy.background is not None:
+            specs.append(strategy.background)
+        for spec in specs:
+            for metric in spec.metrics:
+                if metric.provider == "prometheus" and not settings.get("prometheus_url"):
+                    raise SpecError(
+                        "analysis_settings.prometheus_url",
+                        f"the Prometheus base URL metric {metric.name!r} queries (set it in the "
+                        "mlops_rollout_analysis_settings Variable, e.g. {\"prometheus_url\": \"http://prometheus:9090\"})",
+                        None)
 
     def _make_target(self, config: Mapping[str, Any]) -> RolloutTarget:
         from airflow_mlops.rollout.targets import make_target
@@ -173,6 +195,7 @@ class ModelRolloutOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         started = time.perf_counter()
         strategy = _as_strategy(self.strategy)
+        self._check_providers(strategy, self._settings())
         config = self._target_config = self._config()
         owner = self._owner = self._owner_of(context)
         candidate = str(self.candidate_version)
@@ -265,7 +288,7 @@ class ModelRolloutOperator(BaseOperator):
         target.save_state(state)
         assert self._target_config is not None and self._owner is not None
         self.defer(trigger=RolloutTrigger(target=self._target_config, owner=self._owner,
-                                          analysis_settings=self.analysis_settings, wait_ready=wait_ready,
+                                          analysis_settings=self._settings(), wait_ready=wait_ready,
                                           deadline=time.time() + self.ready_timeout_s if wait_ready else None,
                                           poll_s=self.poll_s, on_kill=self.on_kill_policy),
                    method_name="resume")

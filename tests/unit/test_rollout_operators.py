@@ -50,3 +50,23 @@ def test_rollout_modules_import_nothing_heavy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+PROMETHEUS_CANARY = {"kind": "canary", "steps": [50, 100], "pause_s": 2, "analysis": {"metrics": [
+    {"name": "error_rate", "provider": "prometheus", "query": "up", "interval_s": 1, "count": 2,
+     "success_condition": "result < 0.1"}]}}
+
+
+def test_prometheus_analysis_without_a_url_fails_naming_the_variable() -> None:
+    op = ModelRolloutOperator(task_id="t", model_name="m", candidate_version="2", strategy=PROMETHEUS_CANARY,
+                              analysis_settings="{}")
+    strategy = CanaryStrategy.from_dict(PROMETHEUS_CANARY)
+    with pytest.raises(SpecError, match="mlops_rollout_analysis_settings") as err:
+        op._check_providers(strategy, op._settings())
+    assert err.value.field == "analysis_settings.prometheus_url"
+    rendered = ModelRolloutOperator(task_id="u", model_name="m", candidate_version="2", strategy=PROMETHEUS_CANARY,
+                                    analysis_settings='{"prometheus_url": "http://prometheus:9090"}')
+    rendered._check_providers(strategy, rendered._settings())  # a rendered JSON template is read back
+    with pytest.raises(SpecError, match="analysis_settings"):
+        ModelRolloutOperator(task_id="v", model_name="m", candidate_version="2", strategy=PROMETHEUS_CANARY,
+                             analysis_settings="[1, 2]")._settings()

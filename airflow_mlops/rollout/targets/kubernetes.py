@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from airflow_mlops.core.errors import SpecError
+from airflow_mlops.core.podspec import DEFAULT_CONTAINER_SECURITY_CONTEXT, DEFAULT_POD_SECURITY_CONTEXT
 from airflow_mlops.core.rollout import RolloutState
 from airflow_mlops.rollout.targets.base import Backend, RolloutTarget
 
@@ -19,6 +20,9 @@ APP = "app.kubernetes.io/name"
 VERSION = "mlops.airflow-mlops.io/model-version"
 MANAGED = {"app.kubernetes.io/managed-by": "airflow-mlops"}
 TRAFFIC_MODES = ("gateway", "replicas")
+#: Requests and limits of one scoring-server container unless the target config gives ``resources``.
+DEFAULT_SERVING_RESOURCES: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                             "limits": {"memory": "2Gi"}}
 
 
 def _dns(text: str) -> str:
@@ -26,26 +30,41 @@ def _dns(text: str) -> str:
 
 
 def deployment_manifest(name: str, model: str, version: str, image: str, tracking_uri: str, replicas: int,
-                        port: int) -> dict[str, Any]:
-    """The Deployment serving one model version with the MLflow scoring server."""
+                        port: int, resources: dict[str, Any] | None = None,
+                        mlflow_secret: str | None = None, service_account: str | None = None) -> dict[str, Any]:
+    """The Deployment serving one model version with the MLflow scoring server.
+
+    Pods pass the ``restricted`` Pod Security Standard (the namespace in ``infra/k8s`` enforces it): non-root,
+    no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. MLflow credentials come from
+    the Secret ``mlflow_secret`` (keys MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, each optional), never literal.
+    """
     labels = {APP: name, VERSION: version, **MANAGED}
+    env: list[dict[str, Any]] = [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}]
+    if mlflow_secret:
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": mlflow_secret, "key": key, "optional": True}}}
+                for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    pod_spec: dict[str, Any] = {
+        "securityContext": dict(DEFAULT_POD_SECURITY_CONTEXT),
+        "containers": [{
+            "name": "server", "image": image,
+            "args": ["mlflow", "models", "serve", "-m", f"models:/{model}/{version}", "--env-manager",
+                     "local", "-h", "0.0.0.0", "-p", str(port)],
+            "env": env,
+            "ports": [{"name": "http", "containerPort": port}],
+            "readinessProbe": {"httpGet": {"path": "/ping", "port": port}, "periodSeconds": 5},
+            "resources": dict(resources or DEFAULT_SERVING_RESOURCES),
+            "securityContext": dict(DEFAULT_CONTAINER_SECURITY_CONTEXT),
+        }],
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": f"{name}-v{version}", "labels": labels},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {APP: name, VERSION: version}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{
-                    "name": "server", "image": image,
-                    "args": ["mlflow", "models", "serve", "-m", f"models:/{model}/{version}", "--env-manager",
-                             "local", "-h", "0.0.0.0", "-p", str(port)],
-                    "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}],
-                    "ports": [{"name": "http", "containerPort": port}],
-                    "readinessProbe": {"httpGet": {"path": "/ping", "port": port}, "periodSeconds": 5},
-                }]},
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 
@@ -83,6 +102,9 @@ class KubernetesTarget(RolloutTarget):
     :param port: container port.
     :param kubeconfig: kubeconfig file; else ``kubernetes_conn_id`` through the cncf provider's hook.
     :param kubernetes_conn_id: Airflow connection, when no kubeconfig is given.
+    :param resources: container requests/limits of each scoring server (default: 500m/1Gi, 2Gi limit).
+    :param mlflow_secret: Secret holding the servers' MLflow credentials (secretKeyRef, never literal).
+    :param service_account: ServiceAccount of the serving pods (e.g. IRSA for S3 model artifacts).
     """
 
     kind = "kubernetes"
@@ -90,15 +112,24 @@ class KubernetesTarget(RolloutTarget):
     def __init__(self, name: str, model: str, image: str = "airflow-mlops/serving:0.1.0", tracking_uri: str = "",
                  namespace: str = "default", traffic: str = "gateway", gateway: str = "mlops-gateway",
                  replicas: int = 2, port: int = 8080, kubeconfig: str | None = None,
-                 kubernetes_conn_id: str | None = None) -> None:
+                 kubernetes_conn_id: str | None = None, resources: dict[str, Any] | None = None,
+                 mlflow_secret: str | None = None, service_account: str | None = None) -> None:
         if traffic not in TRAFFIC_MODES:
             raise SpecError("target.traffic", f"one of {TRAFFIC_MODES}", traffic)
         if replicas < 1:
             raise SpecError("target.replicas", "an integer >= 1", replicas)
+        if not tracking_uri:
+            raise SpecError("target.tracking_uri", "the MLflow tracking URI the serving pods load models:/ URIs "
+                                                   "from (as the cluster reaches it, e.g. http://mlflow.mlops:5000)",
+                            tracking_uri)
         self.name, self.model, self.image, self.tracking_uri = _dns(name), model, image, tracking_uri
         self.namespace, self.traffic, self.gateway = namespace, traffic, gateway
         self.replicas, self.port = replicas, port
         self.kubeconfig, self.kubernetes_conn_id = kubeconfig, kubernetes_conn_id
+        if resources is not None and (not isinstance(resources, dict)
+                                      or not set(resources) <= {"requests", "limits"}):
+            raise SpecError("target.resources", "a dict with 'requests' and/or 'limits'", resources)
+        self.resources, self.mlflow_secret, self.service_account = resources, mlflow_secret, service_account
         self._api: Any = None
 
     # -- clients -----------------------------------------------------------------------------------
@@ -189,7 +220,8 @@ class KubernetesTarget(RolloutTarget):
 
     def _deployment(self, version: str, replicas: int) -> dict[str, Any]:
         return deployment_manifest(self.name, self.model, version, self.image, self.tracking_uri, replicas,
-                                   self.port)
+                                   self.port, resources=self.resources, mlflow_secret=self.mlflow_secret,
+                                   service_account=self.service_account)
 
     def _version_service(self, version: str) -> dict[str, Any]:
         return service_manifest(self.name, {APP: self.name, VERSION: version}, self.port,
