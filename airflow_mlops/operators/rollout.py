@@ -221,7 +221,12 @@ class ModelRolloutOperator(BaseOperator):
                              strategy=strategy.to_dict(), started_at=time.time())
         self.log.info("rollout %s: v%s -> v%s, %s %s at %s", self.model_name, stable or "(none)", candidate,
                       strategy.kind, list(strategy.steps), target.describe())
-        target.deploy_candidate(state)
+        try:
+            target.deploy_candidate(state)
+        except Exception:
+            # deploy_candidate persists the state first: a half-made candidate must still get an owner's cleanup.
+            self._release_on_last_try(context, target, state)
+            raise
         return self._drive(context, target, state, started)
 
     def resume(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -236,7 +241,11 @@ class ModelRolloutOperator(BaseOperator):
             raise AirflowFailException(f"lost the rollout: {event.get('message') or 'state owned by another task'}")
         if event.get("status") == "error":
             self.log.error("rollout trigger: %s", event.get("message"))
-            state = self._abort(target, state, str(event.get("message")))
+            try:
+                state = self._abort(target, state, str(event.get("message")))
+            except Exception:
+                self._release_on_last_try(context, target, state)
+                raise
         return self._drive(context, target, state, started)
 
     def _drive(self, context: Context, target: RolloutTarget, state: RolloutState, started: float) -> Any:
@@ -266,14 +275,23 @@ class ModelRolloutOperator(BaseOperator):
                 elif isinstance(action, Done):
                     return self._finish(context, target, state, started)
         except Exception:
-            ti = context["ti"]
-            last_try = int(ti.try_number or 1) > int(self.retries or 0)
-            if last_try and state.phase == "progressing":
-                # Also at 0% (candidate deployed, blue-green preview) or 100% (before promote): a progressing
-                # rollout whose owner is gone would block every later run and leak the candidate.
-                self.log.error("last try failed mid-rollout: rolling back so nothing is left without an owner")
-                self._abort(target, state, "the task failed on its last try")
+            self._release_on_last_try(context, target, state)
             raise
+
+    def _release_on_last_try(self, context: Context, target: RolloutTarget, state: RolloutState) -> None:
+        """On the last try, roll a progressing rollout back: no retry will come to own it."""
+        ti = context["ti"]
+        last_try = int(ti.try_number or 1) > int(self.retries or 0)
+        if last_try and state.phase == "progressing":
+            # Also at 0% (candidate deployed, blue-green preview) or 100% (before promote): a progressing
+            # rollout whose owner is gone would block every later run and leak the candidate.
+            self.log.error("last try failed mid-rollout: rolling back so nothing is left without an owner")
+            try:
+                self._abort(target, state, "the task failed on its last try")
+            except Exception as err:
+                self.log.error("rollback on the last try failed too (%s): %s still records owner %s; roll it "
+                               "back from the target, or clear this task to retry", err, target.describe(),
+                               state.owner)
 
     def _abort(self, target: RolloutTarget, state: RolloutState, reason: str) -> RolloutState:
         state = applied(state, Abort(reason), time.time())

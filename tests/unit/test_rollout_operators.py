@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,59 @@ def test_prometheus_analysis_without_a_url_fails_naming_the_variable() -> None:
     with pytest.raises(SpecError, match="analysis_settings"):
         ModelRolloutOperator(task_id="v", model_name="m", candidate_version="2", strategy=PROMETHEUS_CANARY,
                              analysis_settings="[1, 2]")._settings()
+
+
+class _HalfDeployTarget:
+    """An in-memory target whose candidate deploy fails after the state is persisted (e.g. a quota error on the
+    second object): the pure operator logic is under test here; real targets run in tests/integration."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.state: Any = None
+        self.rolled_back = 0
+
+    def read_state(self) -> Any:
+        return self.state
+
+    def serving_version(self) -> str:
+        return "1"
+
+    def save_state(self, state: Any) -> None:
+        self.state = state
+
+    def deploy_candidate(self, state: Any) -> None:
+        self.save_state(state)
+        raise RuntimeError("exceeded quota: pods")
+
+    def rollback(self, state: Any) -> None:
+        self.rolled_back += 1
+        self.save_state(state)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+class _Ti:
+    dag_id, run_id, task_id = "d", "r", "t"
+
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+
+
+@pytest.mark.parametrize(("retries", "try_number", "rolled_back"), [(0, 1, 1), (1, 1, 0), (1, 2, 1)])
+def test_a_failed_candidate_deploy_is_rolled_back_on_the_last_try(retries: int, try_number: int,
+                                                                  rolled_back: int) -> None:
+    target = _HalfDeployTarget()
+
+    class Op(ModelRolloutOperator):
+        def _make_target(self, config: Any) -> Any:
+            return target
+
+    op = Op(task_id="t", model_name="m", candidate_version="2", retries=retries,
+            strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1}, target={"kind": "kubernetes"})
+    with pytest.raises(RuntimeError, match="quota"):
+        op.execute({"ti": _Ti(try_number)})  # type: ignore[arg-type]
+    assert target.rolled_back == rolled_back
+    # Rolled back: aborted, nothing left progressing; a retry to come owns the progressing state.
+    assert target.state.phase == ("aborted" if rolled_back else "progressing")
