@@ -103,7 +103,8 @@ def _cmd_update(args: argparse.Namespace) -> int:
     )
     if args.smoke_dag:
         run_id = args.smoke_run_id or f"smoke-{int(time.time())}"
-        smoke_run(mwaa, name=args.environment, dag_id=args.smoke_dag, run_id=run_id, poll_s=args.poll, log=_log)
+        smoke_run(mwaa, name=args.environment, dag_id=args.smoke_dag, run_id=run_id, poll_s=args.poll,
+                  timeout_s=args.timeout, log=_log)
     return 0
 
 
@@ -185,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--environment", required=True, help="MWAA environment name")
         p.add_argument("--no-wait", action="store_true", help="do not wait for AVAILABLE")
         p.add_argument("--poll", type=float, default=30.0, help="seconds between status polls")
-        p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
+        p.add_argument("--timeout", type=float, default=3600.0,
+                       help="seconds to wait at most for AVAILABLE (update: as long again for the smoke run, "
+                            "including waiting for the smoke DAG to be parsed)")
     upd = sub.choices["update"]
     upd.add_argument("--bundle", default=DEFAULT_OUT)
     upd.add_argument("--bucket", required=True)

@@ -287,16 +287,52 @@ def rollback(
     )
 
 
+class RestApiError(DeployError):
+    """An Airflow REST API call through mwaa InvokeRestApi answered with an HTTP error.
+
+    :param status: the Airflow REST API's HTTP status (``RestApiStatusCode``; None when MWAA itself refused)
+    """
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _detail(response: Any) -> str:
+    """The Airflow error's ``detail``/``title`` (problem+json), else the whole body, kept short."""
+    found = (response.get("detail") or response.get("title") or response) if isinstance(response, dict) else response
+    text = str(found) if found not in (None, "", {}) else "(no body)"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _rest(mwaa: Any, name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One InvokeRestApi call; an HTTP error becomes :class:`RestApiError` with the Airflow status.
+
+    The real API answers 4xx/5xx from Airflow as ``RestApiClientException`` / ``RestApiServerException``
+    (botocore ClientErrors carrying ``RestApiStatusCode`` and ``RestApiResponse``); MWAA's own refusals
+    (AccessDenied, ResourceNotFound for the environment, Validation) are ClientErrors without them.
+    """
+    from botocore.exceptions import ClientError
+
     if len(path) > MAX_REST_PATH:
         raise DeployError(f"smoke: REST path {path!r} is longer than {MAX_REST_PATH} characters (API limit)")
     kwargs: dict[str, Any] = {"Name": name, "Method": method, "Path": path}
     if body is not None:
         kwargs["Body"] = body
-    resp = mwaa.invoke_rest_api(**kwargs)
-    code = resp.get("RestApiStatusCode", 0)
-    if code >= 400:
-        raise DeployError(f"smoke: {method} {path} -> HTTP {code}: {resp.get('RestApiResponse')}")
+    try:
+        resp = mwaa.invoke_rest_api(**kwargs)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "?")
+        status = exc.response.get("RestApiStatusCode")
+        if status is None:
+            raise RestApiError(f"{method} {path} refused by MWAA ({code}): {error.get('Message', '')}", None) from exc
+        raise RestApiError(
+            f"{method} {path} -> HTTP {status} ({code}): {_detail(exc.response.get('RestApiResponse'))}", int(status)
+        ) from exc
+    status = resp.get("RestApiStatusCode", 0)
+    if status >= 400:  # not how the API reports errors, but never mistake one for success
+        raise RestApiError(f"{method} {path} -> HTTP {status}: {_detail(resp.get('RestApiResponse'))}", status)
     return resp.get("RestApiResponse")
 
 
@@ -314,12 +350,16 @@ def smoke_run(
 ) -> str:
     """Unpause and trigger a smoke DAG through mwaa InvokeRestApi (Airflow REST API) and wait for its result.
 
+    Right after an update the DAG processor may not have parsed the DAG yet: while unpausing answers 404, it
+    is retried every ``poll_s`` until ``timeout_s`` (which bounds the whole smoke run). Any other HTTP error,
+    and a 404 still there at the timeout, raises a DeployError naming the DAG and the status.
+
     :param mwaa: boto3 MWAA client
     :param name: environment name
     :param dag_id: the smoke DAG
     :param run_id: DAG run id to create (short: the REST path is limited to 64 characters)
     :param poll_s: seconds between polls
-    :param timeout_s: give up after this long
+    :param timeout_s: give up after this long (waiting for the DAG to appear and for the run, together)
     :param sleep: injectable sleep
     :param clock: injectable clock
     :param log: where lines go
@@ -327,13 +367,34 @@ def smoke_run(
     run_path = f"/dags/{dag_id}/dagRuns/{run_id}"
     if len(run_path) > MAX_REST_PATH:
         raise DeployError(f"run_id/dag_id: {run_path!r} exceeds the {MAX_REST_PATH}-character REST path limit")
-    _rest(mwaa, name, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
-    _rest(mwaa, name, "POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
-    log(f"smoke: triggered {dag_id} run {run_id}")
     start = clock()
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            return _rest(mwaa, name, method, path, body)
+        except RestApiError as exc:
+            raise DeployError(f"smoke: DAG {dag_id} on {name}: {exc}") from exc
+
+    while True:
+        try:
+            _rest(mwaa, name, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+            break
+        except RestApiError as exc:
+            waited = clock() - start
+            if exc.status != 404:
+                raise DeployError(f"smoke: DAG {dag_id} on {name}: {exc}") from exc
+            if waited >= timeout_s:
+                raise DeployError(
+                    f"smoke: DAG {dag_id} on {name}: still not found (HTTP 404) after {timeout_s:.0f}s; check the "
+                    f"DAG processor logs for an import error and that {dag_id} is in the bundle's dags/"
+                ) from exc
+            log(f"  [{waited:6.0f}s] {dag_id}: not parsed yet (HTTP 404), retrying in {poll_s:.0f}s")
+            sleep(poll_s)
+    call("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+    log(f"smoke: triggered {dag_id} run {run_id}")
     state = ""
     while True:
-        run = _rest(mwaa, name, "GET", run_path) or {}
+        run = call("GET", run_path) or {}
         new_state = run.get("state", "?")
         if new_state != state:
             log(f"  [{clock() - start:6.0f}s] {dag_id} {run_id}: {new_state}")

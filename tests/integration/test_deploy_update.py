@@ -106,7 +106,7 @@ def test_first_update_uploads_wires_versions_and_waits(mwaa: Any, s3: Any, tmp_p
     stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
     stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
     stub.add_response("get_environment", _env("AVAILABLE", last={"Status": "SUCCESS", "CreatedAt": T1}), {"Name": ENV})
-    clock, lines = FakeClock(), []
+    clock, lines = FakeClock(), list[str]()
     result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, poll_s=30, sleep=clock.sleep,
                                 clock=clock, log=lines.append)
     assert result.updated and result.status == "AVAILABLE"
@@ -252,11 +252,67 @@ def test_smoke_run_triggers_and_waits(mwaa: Any) -> None:
     assert [ln.split(": ")[-1] for ln in lines[1:]] == ["queued", "running", "success"]
 
 
-def test_smoke_run_failure_and_http_error(mwaa: Any) -> None:
+def _rest_error(stub: Any, status: int, response: dict[str, Any], *, server: bool = False) -> None:
+    """What the real InvokeRestApi does when Airflow answers 4xx/5xx: a modeled ClientError, not a response."""
+    code = "RestApiServerException" if server else "RestApiClientException"
+    stub.add_client_error("invoke_rest_api", service_error_code=code, service_message=f"Airflow answered {status}",
+                          http_status_code=400, modeled_fields={"RestApiStatusCode": status,
+                                                                "RestApiResponse": response})
+
+
+def test_smoke_run_waits_for_the_dag_to_be_parsed(mwaa: Any) -> None:
     stub = mwaa.stub
-    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 404, "RestApiResponse": {"detail": "DAG not found"}})
-    with pytest.raises(DeployError, match="HTTP 404"):
-        smoke_run(mwaa, name=ENV, dag_id="nope", run_id="smoke-1", sleep=lambda _: None, log=lambda _: None)
+    # Right after an update the DAG processor has not parsed the smoke DAG yet: unpausing it is a 404.
+    for _ in range(2):
+        _rest_error(stub, 404, {"title": "DAG not found", "detail": "The DAG with dag_id: `mlops_smoke` was not found"})
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"is_paused": False}},
+                      {"Name": ENV, "Method": "PATCH", "Path": "/dags/mlops_smoke", "Body": {"is_paused": False}})
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": "queued"}})
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": "success"}})
+    clock, lines = FakeClock(), list[str]()
+    assert smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-1", poll_s=15, timeout_s=60,
+                     sleep=clock.sleep, clock=clock, log=lines.append) == "success"
+    assert clock.sleeps == [15, 15]
+    assert sum("not parsed yet (HTTP 404)" in line for line in lines) == 2
+
+
+def test_smoke_run_gives_up_on_a_dag_that_never_appears(mwaa: Any) -> None:
+    for _ in range(3):  # at 0 s, 30 s and 60 s (the timeout)
+        _rest_error(mwaa.stub, 404, {"title": "DAG not found"})
+    clock = FakeClock()
+    with pytest.raises(DeployError, match=r"DAG nope on mlops-prod: still not found \(HTTP 404\) after 60s"):
+        smoke_run(mwaa, name=ENV, dag_id="nope", run_id="smoke-1", poll_s=30, timeout_s=60, sleep=clock.sleep,
+                  clock=clock, log=lambda _: None)
+    assert clock.sleeps == [30, 30]
+
+
+def test_smoke_run_reports_a_server_error_clearly(mwaa: Any) -> None:
+    stub = mwaa.stub
+    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {}})
+    _rest_error(stub, 503, {"title": "Service Unavailable", "detail": "scheduler is restarting"}, server=True)
+    clock = FakeClock()
+    with pytest.raises(DeployError) as info:
+        smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-2", sleep=clock.sleep, clock=clock,
+                  log=lambda _: None)
+    assert str(info.value) == ("smoke: DAG mlops_smoke on mlops-prod: POST /dags/mlops_smoke/dagRuns -> HTTP 503 "
+                               "(RestApiServerException): scheduler is restarting")
+    assert clock.sleeps == []  # not a "not parsed yet": no retry
+
+
+def test_smoke_run_reports_mwaa_refusals_and_other_client_errors(mwaa: Any) -> None:
+    stub = mwaa.stub
+    stub.add_client_error("invoke_rest_api", service_error_code="AccessDeniedException",
+                          service_message="not authorized to perform: airflow:InvokeRestApi", http_status_code=403)
+    with pytest.raises(DeployError, match=r"DAG mlops_smoke on mlops-prod: PATCH /dags/mlops_smoke refused by MWAA "
+                                          r"\(AccessDeniedException\): not authorized"):
+        smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-3", sleep=lambda _: None, log=lambda _: None)
+    _rest_error(stub, 403, {"title": "Forbidden", "detail": "role User may not edit DAG mlops_smoke"})
+    with pytest.raises(DeployError, match=r"HTTP 403 \(RestApiClientException\): role User may not edit"):
+        smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-3", sleep=lambda _: None, log=lambda _: None)
+
+
+def test_smoke_run_failure_and_path_limit(mwaa: Any) -> None:
+    stub = mwaa.stub
     stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {}})
     stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {}})
     stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": "failed"}})
@@ -264,3 +320,21 @@ def test_smoke_run_failure_and_http_error(mwaa: Any) -> None:
         smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-2", sleep=lambda _: None, log=lambda _: None)
     with pytest.raises(DeployError, match="64-character"):
         smoke_run(mwaa, name=ENV, dag_id="d" * 40, run_id="r" * 20, log=lambda _: None)
+
+
+def test_cli_update_gives_the_smoke_run_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from airflow_mlops.deploy import cli, update
+
+    calls: dict[str, dict[str, Any]] = {}
+    monkeypatch.setattr(cli, "_client", lambda service: service)
+    monkeypatch.setattr(cli, "Bundle", SimpleNamespace(load=lambda path: None))
+    monkeypatch.setattr(cli, "_artifacts", lambda bundle, args: [])
+    monkeypatch.setattr(update, "update_environment", lambda *a, **kw: calls.setdefault("update", kw))
+    monkeypatch.setattr(update, "smoke_run", lambda *a, **kw: calls.setdefault("smoke", kw))
+    assert cli.main(["deploy", "update", "--environment", ENV, "--bucket", BUCKET, "--timeout", "900",
+                     "--poll", "10", "--smoke-dag", "mlops_smoke", "--smoke-run-id", "smoke-9"]) == 0
+    assert calls["update"]["timeout_s"] == 900
+    assert calls["smoke"] == {"name": ENV, "dag_id": "mlops_smoke", "run_id": "smoke-9", "poll_s": 10,
+                              "timeout_s": 900, "log": cli._log}
