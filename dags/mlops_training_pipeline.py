@@ -1,4 +1,4 @@
-"""Reference training pipeline: data -> train on the declared GPU spec -> register in MLflow.
+"""Reference training pipeline: data -> checks -> train on the declared GPU spec -> checks -> register -> promote.
 
 The same file runs on a laptop (steps as local processes, MLflow on SQLite) and on MWAA + EKS (steps as
 GPU pods): only Airflow Variables and Connections differ. Nothing heavy is imported here.
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, Variable, task
 
-from airflow_mlops.assets import RETRAINING_REQUESTED, TRAINING_DATA
+from airflow_mlops.assets import RETRAINING_REQUESTED, TRAINING_DATA, training_data_uri
 from airflow_mlops.core.gpu import GpuSpec
 from airflow_mlops.operators.checks import DataChecksOperator, ModelChecksOperator
 from airflow_mlops.operators.registry import (
@@ -26,8 +26,10 @@ from airflow_mlops.operators.training import GpuTrainingOperator
 DOC = """
 ### MLOps training pipeline
 
-1. **prepare_data**: a dataset bundled with scikit-learn, written as Parquet to the artifact store; its content
-   hash is the data version.
+1. **prepare_data**: the data to train on, split train/test and written as Parquet to the artifact store; its
+   content hash is the data version. The data is the `dataset_uri` param (Parquet or CSV, a path or `s3://`), else
+   the `uri` in the `extra` of the `mlops_training_data` event that triggered the run, else the scikit-learn dataset
+   named by `dataset`. `label_column` names the label.
 2. **data_checks**: deepchecks data integrity and train/test validation in the pinned checks environment; the
    `checks_gate` param decides what a failure does (fail the run, skip what follows, or warn).
 3. **hp_grid → train → select_best**: one training job per point of the `hp_grid` param (dynamic task mapping;
@@ -56,7 +58,7 @@ the `mlflow_default` and `kubernetes_default` connections. See the README's sett
 
 with DAG(
     dag_id="mlops_training_pipeline",
-    description="Prepare data, train on a GPU spec, register the model version in MLflow",
+    description="Data, data checks, GPU training, model checks, register, compare with the champion, promote",
     # Weekly, when new training data lands, or when the drift monitor (or a person) asks for retraining.
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
                                  assets=(TRAINING_DATA | RETRAINING_REQUESTED)),
@@ -66,11 +68,17 @@ with DAG(
     doc_md=DOC,
     tags=["mlops", "training", "mlflow"],
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    user_defined_macros={"training_data_uri": training_data_uri},
     params={
         "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
                             description="Registered model name in MLflow"),
+        "dataset_uri": Param("", type="string", pattern=r"^$|^(s3://|file://|/)\S+\.(parquet|pq|csv|csv\.gz)$",
+                             description="Data to train on (Parquet or CSV; s3:// or an absolute path). Empty: the "
+                                         "uri of the triggering mlops_training_data event, else `dataset`"),
+        "label_column": Param("target", type="string", minLength=1,
+                              description="Label column of dataset_uri (the bundled datasets use `target`)"),
         "dataset": Param("breast_cancer", enum=["breast_cancer", "wine", "iris", "digits"],
-                         description="scikit-learn bundled dataset to train on"),
+                         description="scikit-learn bundled dataset, when there is no dataset_uri or data event"),
         "framework": Param("sklearn", enum=["auto", "sklearn", "torch"],
                            description="Trainer: scikit-learn, PyTorch MLP, or torch when installed"),
         "epochs": Param(20, type="integer", minimum=1, maximum=1000, description="Training epochs"),
@@ -109,7 +117,8 @@ with DAG(
         task_id="prepare_data",
         step_name="prepare-data",
         module="airflow_mlops.steps.prepare_data",
-        args=["--dataset", "{{ params.dataset }}"],
+        args=["--dataset", "{{ params.dataset }}", "--label", "{{ params.label_column }}",
+              "--source-uri", "{{ params.dataset_uri or training_data_uri(triggering_asset_events) }}"],
         compute=GpuSpec(cpu_request="1", memory_request="2Gi"),
         timeout_seconds=900,
     )
@@ -134,7 +143,7 @@ with DAG(
         train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
         test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
         data_version="{{ ti.xcom_pull(task_ids='prepare_data')['data_version'] }}",
-        label_column="target",
+        label_column="{{ ti.xcom_pull(task_ids='prepare_data')['label'] }}",
         compute={
             "gpus": "{{ params.gpus }}",
             "gpu_type": "{{ params.gpu_type if params.gpus else '' }}",

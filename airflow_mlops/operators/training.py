@@ -39,7 +39,7 @@ class GpuTrainingOperator(MlopsStepOperator):
     """
 
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "experiment_name", "train_data_uri",
-                                      "test_data_uri", "hyperparams", "data_version")
+                                      "test_data_uri", "hyperparams", "data_version", "label_column")
     template_fields_renderers = {**MlopsStepOperator.template_fields_renderers, "hyperparams": "json"}
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#fde2c2"

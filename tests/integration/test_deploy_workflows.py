@@ -87,4 +87,5 @@ def test_deploy_uses_oidc_and_the_cli() -> None:
     for command in ("deploy bundle", "deploy validate", "deploy sync", "deploy update"):
         assert f"airflow-mlops {command}" in runs
     # Validation happens before anything is uploaded.
-    assert runs.index("deploy validate") < runs.index("deploy sync") < runs.index("deploy update")
+    # The environment update (new requirements/plugins) lands before the DAGs that may need it are synced.
+    assert runs.index("deploy validate") < runs.index("deploy update") < runs.index("deploy sync")
