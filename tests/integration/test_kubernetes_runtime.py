@@ -46,6 +46,14 @@ def states(run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
+def diagnose(cluster: FakeCluster) -> str:
+    """One line on what the fake cluster saw (the CI summary shows only the assertion's first line)."""
+    jobs = [(j["metadata"]["name"], (cluster.get("jobs", j["metadata"]["name"]) or {}).get("status"))
+            for j in cluster.jobs_created]
+    ran = [(c.pod, c.exit_code, c.output[-300:].replace("\n", " | ")) for c in cluster.ran_commands]
+    return f"jobs={jobs} commands={ran}".replace("\n", " ")
+
+
 def pods_of(cluster: FakeCluster, step: str) -> list[dict]:
     return [p for p in cluster.pods_created
             if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == step]
@@ -174,7 +182,7 @@ def test_two_workers_run_as_an_indexed_job_with_rendezvous_env(on_kubernetes: Fa
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEFERRABLE", deferrable)
     run = load_dag("k8s_training_test").test(run_conf={"num_workers": 2, "epochs": 3})
-    assert states(run) == {"prepare_data": "success", "train": "success"}
+    assert states(run) == {"prepare_data": "success", "train": "success"}, diagnose(on_kubernetes)
     (job,) = on_kubernetes.jobs_created
     name = job["metadata"]["name"]
     assert job["spec"]["completionMode"] == "Indexed"
