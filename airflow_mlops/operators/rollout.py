@@ -80,6 +80,25 @@ def _check_target(value: Any) -> dict[str, Any]:
     return {"kind": "local", **dict(value)}
 
 
+def measurement_summary(measurements: Sequence[Mapping[str, Any]], limit: int = 5000) -> str:
+    """Per metric: how many measurements, the outcomes in order (s/f/i), the last value and baseline, as JSON
+    that always fits a tag (the full list is in the record file)."""
+    by_metric: dict[str, dict[str, Any]] = {}
+    for m in measurements:
+        entry = by_metric.setdefault(str(m.get("metric")), {"n": 0, "outcomes": ""})
+        entry["n"] += 1
+        entry["outcomes"] += str(m.get("outcome") or "?")[:1]
+        entry["last"], entry["baseline"] = m.get("value"), m.get("baseline")
+    text = json.dumps(by_metric, sort_keys=True)
+    if len(text) > limit:
+        for entry in by_metric.values():
+            entry["outcomes"] = entry["outcomes"][-20:]
+        text = json.dumps(by_metric, sort_keys=True)
+    if len(text) > limit:
+        text = json.dumps({name: {"n": e["n"]} for name, e in by_metric.items()}, sort_keys=True)
+    return text if len(text) <= limit else json.dumps({"metrics": len(by_metric)})
+
+
 class ModelRolloutOperator(BaseOperator):
     """Roll ``model_name`` version ``candidate_version`` out to a target with a canary or blue-green strategy.
 
@@ -342,12 +361,28 @@ class ModelRolloutOperator(BaseOperator):
         self.log.info("rollout %s v%s %s after %.1fs (%.2fs of it in a worker)%s", state.model, state.candidate,
                       outcome.upper(), record["wall_seconds"], state.worker_seconds,
                       f": {state.reason}" if state.reason else "")
+        record["record_uri"] = self._store_record(state, record)
         self._record_in_mlflow(state, record)
         if outcome == "aborted" and self.fail_on_abort:
             context["ti"].xcom_push(key="rollout", value=record)
             raise AirflowFailException(f"rollout of {state.model} v{state.candidate} rolled back: {state.reason}. "
                                        f"v{state.stable} serves 100% of traffic.")
         return record
+
+    def _store_record(self, state: RolloutState, record: Mapping[str, Any]) -> str | None:
+        """The whole record (every measurement) as JSON in the artifact store; tags only hold a summary."""
+        from airflow_mlops.hooks.artifacts import ArtifactStoreHook
+        from airflow_mlops.hooks.config import load_config
+
+        owner = "".join(c if c.isalnum() or c in "-_." else "_" for c in state.owner)
+        uri = f"{load_config().artifact_root.rstrip('/')}/rollouts/{state.model}/v{state.candidate}/{owner}.json"
+        try:
+            ArtifactStoreHook().write_json(uri, record)
+        except Exception as err:  # the rollout's outcome stands; a missing record file must not change it
+            self.log.warning("could not write the rollout record to %s: %s", uri, err)
+            return None
+        self.log.info("rollout record: %s", uri)
+        return uri
 
     def _record_in_mlflow(self, state: RolloutState, record: Mapping[str, Any]) -> None:
         hook = self._hook()
@@ -357,7 +392,9 @@ class ModelRolloutOperator(BaseOperator):
                 f"{TAG_PREFIX}.target": json.dumps(record["target"])[:5000], f"{TAG_PREFIX}.weights": weights,
                 f"{TAG_PREFIX}.stable": str(state.stable), f"{TAG_PREFIX}.reason": (state.reason or "")[:5000],
                 f"{TAG_PREFIX}.wall_seconds": f"{record['wall_seconds']:.1f}",
-                f"{TAG_PREFIX}.measurements": json.dumps(record["measurements"])[:5000]}
+                f"{TAG_PREFIX}.measurements": measurement_summary(record["measurements"])}
+        if record.get("record_uri"):
+            tags[f"{TAG_PREFIX}.record_uri"] = str(record["record_uri"])
         for key, value in tags.items():
             client.set_model_version_tag(state.model, state.candidate, key, value)
         if record["outcome"] != "promoted" or not self.champion_alias:

@@ -93,6 +93,13 @@ def test_first_deployment_good_canary_then_bad_candidate(registry: dict[str, str
     assert traffic.counts[(f"v{registry['bad']}", 500)] > 0
     tags = client.get_model_version(MODEL, registry["bad"]).tags
     assert tags["mlops.rollout.outcome"] == "aborted" and "error_rate" in tags["mlops.rollout.reason"]
+    # The tag is a summary that is always valid JSON; every measurement is in the record file it points to.
+    summary = json.loads(tags["mlops.rollout.measurements"])
+    assert summary["error_rate"]["n"] >= 1 and "f" in summary["error_rate"]["outcomes"]
+    stored = json.loads(Path(tags["mlops.rollout.record_uri"]).read_text())
+    assert stored["outcome"] == "aborted" and stored["candidate"] == registry["bad"]
+    assert len(stored["measurements"]) == sum(e["n"] for e in summary.values())
+    assert tags["mlops.rollout.record_uri"].startswith(str(mlops_home / "artifacts" / "rollouts" / MODEL))
     # 4. Blue-green by param: preview, switch, judged after the switch (absolute thresholds), old version kept.
     with Traffic(target.router_url, rate=30) as traffic:
         run, tis = _run({"candidate_version": registry["good3"], "strategy": "blue_green", "preview_seconds": 1,

@@ -127,3 +127,19 @@ def test_a_failed_candidate_deploy_is_rolled_back_on_the_last_try(retries: int, 
     assert target.rolled_back == rolled_back
     # Rolled back: aborted, nothing left progressing; a retry to come owns the progressing state.
     assert target.state.phase == ("aborted" if rolled_back else "progressing")
+
+
+def test_measurement_summary_is_valid_json_within_the_tag_limit() -> None:
+    import json
+
+    from airflow_mlops.operators.rollout import measurement_summary
+
+    many = [{"metric": f"metric_{i % 40}", "outcome": "successful" if i % 7 else "failed", "value": i / 3,
+             "baseline": 0.5} for i in range(5000)]
+    text = measurement_summary(many)
+    assert len(text) <= 5000
+    summary = json.loads(text)
+    assert sum(e["n"] for e in summary.values()) == 5000
+    few = json.loads(measurement_summary(many[:3]))
+    assert few["metric_0"] == {"n": 1, "outcomes": "f", "last": 0.0, "baseline": 0.5}
+    assert json.loads(measurement_summary([])) == {}
