@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -33,7 +34,7 @@ from airflow_mlops.steps import contract
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["AliasConflictError", "AliasMove", "MlflowHook", "is_retryable"]
+__all__ = ["AliasConflictError", "AliasMove", "MlflowHook", "http_status", "is_retryable"]
 
 AUTH_TYPES = ("none", "basic", "bearer")
 #: Defaults of the connection's retry extras (``max_retries``, ``backoff_factor`` seconds, ``timeout`` seconds).
@@ -47,6 +48,10 @@ NOT_RETRIED = frozenset({"create_model_version", "create_run", "copy_model_versi
 HISTORY_PREFIX = "mlops.alias_history"
 LOCK_SUFFIX = "__mlops_alias_lock__"
 _STATUS_PATTERNS = (re.compile(r"too many (\d{3}) error responses"), re.compile(r"error code (\d{3}) != 200"))
+#: Credential variables MLflow reads from the environment on every request (``get_default_host_creds``).
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+#: Serialises every hook's MLflow calls in this process while their env is in force (see :func:`_scoped_env`).
+_ENV_LOCK = threading.RLock()
 
 
 def _status_of(err: BaseException) -> int | None:
@@ -61,6 +66,24 @@ def _status_of(err: BaseException) -> int | None:
     return None
 
 
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status behind a failed MLflow call (its error or any error it was raised from), if any."""
+    for cause in _causes(err):
+        status = _status_of(cause)
+        if status is not None:
+            return status
+    return None
+
+
 def is_retryable(err: BaseException) -> tuple[bool, str]:
     """Whether a failed MLflow call is worth retrying, and why: 5xx and timeouts/connection errors yes, 4xx never.
 
@@ -71,10 +94,7 @@ def is_retryable(err: BaseException) -> tuple[bool, str]:
     """
     import requests
 
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(err):
         status = _status_of(cause)
         if status is not None:
             return (500 <= status < 600, f"HTTP {status}")
@@ -83,7 +103,6 @@ def is_retryable(err: BaseException) -> tuple[bool, str]:
         if isinstance(cause, requests.exceptions.ConnectionError) and not isinstance(
                 cause, requests.exceptions.SSLError):
             return True, f"connection error ({type(cause).__name__})"
-        cause = cause.__cause__ or cause.__context__
     return False, type(err).__name__
 
 
@@ -94,12 +113,13 @@ class RetryingClient:
     :param max_retries: retries after the first attempt.
     :param backoff_factor: first wait in seconds; doubles per retry, capped at 30s.
     :param log: where retries are reported.
-    :param env: MLflow settings (environment variables) in force during each call only, so that step processes
-        started from this worker keep MLflow's defaults.
+    :param env: MLflow settings and credentials (environment variables; None: unset) in force during each call
+        only, so that step processes started from this worker keep MLflow's defaults and no other connection's
+        calls see these credentials.
     """
 
     def __init__(self, client: Any, max_retries: int, backoff_factor: float, log: Any,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str | None] | None = None) -> None:
         self._client = client
         self._max_retries = max_retries
         self._backoff = backoff_factor
@@ -134,18 +154,31 @@ class RetryingClient:
 
 
 @contextlib.contextmanager
-def _scoped_env(env: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore them (MLflow reads its HTTP settings per request)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
+def _scoped_env(env: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (a None value: unset) environment variables for the block, then restore them.
+
+    MLflow reads credentials (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` / ``_TOKEN``, ``DATABRICKS_*``) and its
+    HTTP settings from ``os.environ`` on every request, for its REST stores and its artifact repositories alike;
+    its stores are cached per URI and shared by every client in the process, so there is no per-client place to
+    put them. The environment is one per process: the block holds a process-wide re-entrant lock, so two hooks
+    with different connections in one process (a triggerer, a threaded test) never run a call under each other's
+    credentials. The price: MLflow calls made through hooks in one process run one at a time.
+    """
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in env}
+        for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        try:
+            yield
+        finally:
+            for key, previous in saved.items():
+                if previous is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = previous
 
 
 def _extra(extra: Mapping[str, Any], key: str) -> Any:
@@ -306,19 +339,36 @@ class MlflowHook(BaseHook):
                     SecretEnvRef(contract.MLFLOW_TRACKING_PASSWORD, secret, "password"))
         return plain, refs
 
+    def call_env(self) -> dict[str, str | None]:
+        """The env in force during each of this hook's MLflow calls (None: unset for the call), never longer.
+
+        URIs and credentials of the connection (:meth:`process_env`), with the other auth type's variables unset
+        (MLflow prefers basic auth over a token when both are set); MLflow's transport retries off; the timeout.
+        A connection without auth leaves whatever credentials the process environment has (a deployment may
+        provide them that way).
+        """
+        s = self.settings
+        env: dict[str, str | None] = dict(self.process_env())
+        if s["auth_type"] != "none":
+            for key in CREDENTIAL_ENV:
+                env.setdefault(key, None)
+        env.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(s.get("timeout", DEFAULT_TIMEOUT))})
+        return env
+
     def get_client(self) -> MlflowClient:
-        """An MlflowClient for this connection (credentials through MLflow's own env variables).
+        """An MlflowClient for this connection; its credentials are in force only during its own calls.
 
         Its calls are retried by :class:`RetryingClient`: MLflow's own transport retries are switched off during
         each call (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``) so that a 429/408 is not retried and each retry is logged.
+        Credentials go through MLflow's env variables, set for each call under a process-wide lock and restored
+        after it (:func:`_scoped_env`); nothing is left in ``os.environ``.
         """
         from mlflow import MlflowClient
 
         s = self.settings
-        os.environ.update(self.process_env())
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=s.get("registry_uri"))
-        env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(s.get("timeout", DEFAULT_TIMEOUT))}
+        env = self.call_env()
         return cast("MlflowClient", RetryingClient(client, int(s.get("max_retries", DEFAULT_MAX_RETRIES)),
                                                    float(s.get("backoff_factor", DEFAULT_BACKOFF_FACTOR)), self.log,
                                                    env))
@@ -328,17 +378,19 @@ class MlflowHook(BaseHook):
         """Make this connection's tracking URI MLflow's global one for the block.
 
         MLflow resolves some URIs (``models:/m-<id>`` sources of logged models) through its process-global
-        tracking URI, not the client's; anything else in the worker may have set that global.
+        tracking URI, not the client's; anything else in the worker may have set that global. The block holds
+        the same process-wide lock as each call's env, so another hook's call cannot run under this URI.
         """
         import mlflow
         from mlflow.tracking._tracking_service import utils as tracking_utils  # no public getter for "unset"
 
-        previous = tracking_utils._tracking_uri
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+        with _ENV_LOCK:
+            previous = tracking_utils._tracking_uri
+            mlflow.set_tracking_uri(self.tracking_uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
     def get_or_create_experiment(self, name: str) -> str:
         """The experiment id for ``name``, created if needed (with a local artifact root on the embedded stack)."""
@@ -530,7 +582,8 @@ class MlflowHook(BaseHook):
 
     def move_alias(self, name: str, alias: str, version: str, *, expected_version: str | None,
                    rollback_alias: str | None = None, audit_tags: Mapping[str, str] | None = None,
-                   actor: str = "", reason: str = "", lock_timeout: float = 60, lock_ttl: float = 300) -> AliasMove:
+                   actor: str = "", reason: str = "", lock_timeout: float = 60, lock_ttl: float = 300,
+                   kind: str = "move") -> AliasMove:
         """Point ``name@alias`` at ``version`` if, and only if, it still points at ``expected_version``.
 
         MLflow has no server-side compare-and-swap for aliases. The guarantee given here:
@@ -544,9 +597,16 @@ class MlflowHook(BaseHook):
           time between the re-read and the single ``set_registered_model_alias`` call, a few milliseconds.
 
         Order, so that nothing is half-done: audit tags on the version and a ``moving`` history entry on the model
-        are written first; then the alias moves (one call); then the previous holder moves to ``rollback_alias``
-        (one call; default ``<alias>_previous``) and the history entry is marked ``done``. A crash in between
-        leaves a ``moving`` entry a reader can check against the alias.
+        are written first; then the previous holder moves to ``rollback_alias`` (one call; default
+        ``<alias>_previous``); then the alias moves (one call) and the history entry is marked ``done``.
+
+        **Retries are idempotent per actor.** When the last history entry is this ``actor``'s move of the alias
+        to ``version`` from ``expected_version``, the call is the retry of that move (a task that died, or whose
+        later steps failed, after it moved the alias or while it did): a ``done`` entry is returned as it is, a
+        ``moving`` one is finished (or, if the alias had not moved yet, redone under the same entry), instead of
+        failing with "someone moved it". ``expected_version`` may also be ``version`` itself (a retry that
+        re-read the alias after its own move). Any other caller still gets AliasConflictError. An empty actor
+        never matches: anonymous callers have no identity to claim a move by.
 
         :param name: registered model name.
         :param alias: alias to move, e.g. ``challenger`` or ``champion``.
@@ -554,8 +614,9 @@ class MlflowHook(BaseHook):
         :param expected_version: the version the caller read (None: the alias must be unset).
         :param rollback_alias: alias that keeps the previous holder (default ``<alias>_previous``).
         :param audit_tags: more tags for the version, written before the alias moves.
-        :param actor: who moves it (dag run, approver).
+        :param actor: who moves it (dag run and task, approver); the identity a retry is recognised by.
         :param reason: why.
+        :param kind: recorded in the history entry: ``move`` or ``rollback`` (see :meth:`rollback_alias`).
         """
         version = str(version)
         expected = str(expected_version) if expected_version is not None else None
@@ -569,20 +630,25 @@ class MlflowHook(BaseHook):
         client = self.get_client()
         with self._alias_lock(name, alias, lock_timeout, lock_ttl):
             current = self.get_alias_version(name, alias)
-            if current != expected and current == version:
-                resumed = self._finish_interrupted_move(name, alias, version, expected, actor)
-                if resumed is not None:
-                    return resumed
+            history = self.alias_history(name, alias)
+            own = self._own_last_move(history, version, expected, actor)
+            resume_key = None
+            if own is not None:
+                if current == version:
+                    return self._finish_own_move(name, alias, history, own)
+                if current == own.get("from") and own.get("state") == "moving":
+                    # This caller's move stopped before the alias moved: redo it under the same history entry.
+                    resume_key = f"{HISTORY_PREFIX}.{alias}.{len(history):06d}"
+                    expected = current
             if current != expected:
                 raise AliasConflictError(name, alias, expected, current)
             moved_at = _now()
             if current == version:
                 self.log.info("%s@%s already points to version %s: nothing to move", name, alias, version)
                 return AliasMove(name, alias, version, current, None, moved_at, actor, reason)
-            history = self.alias_history(name, alias)
-            entry_key = f"{HISTORY_PREFIX}.{alias}.{len(history) + 1:06d}"
+            entry_key = resume_key or f"{HISTORY_PREFIX}.{alias}.{len(history) + 1:06d}"
             entry = {"from": current, "to": version, "by": actor, "at": moved_at, "why": reason[:500],
-                     "rollback_alias": rollback_alias if current else None, "state": "moving"}
+                     "rollback_alias": rollback_alias if current else None, "kind": kind, "state": "moving"}
             tags = {f"mlops.alias.{alias}.set_at": moved_at, f"mlops.alias.{alias}.set_by": actor,
                     f"mlops.alias.{alias}.reason": reason[:MAX_TAG_VALUE],
                     f"mlops.alias.{alias}.previous_version": current or "none", **(audit_tags or {})}
@@ -606,44 +672,106 @@ class MlflowHook(BaseHook):
                       f"; previous kept as @{rollback_alias}" if current else "", actor or "?", reason or "-")
         return AliasMove(name, alias, version, current, rollback_alias if current else None, moved_at, actor, reason)
 
-    def _finish_interrupted_move(self, name: str, alias: str, version: str, expected: str | None,
-                                 actor: str) -> AliasMove | None:
-        """This caller's own move that stopped after the alias moved (its history entry still ``moving``).
-
-        Without this, the retry of a task that died right after moving the alias would see "someone else moved
-        it" and fail for good. The entry names the same from/to/actor, so the move is this caller's.
-        """
-        history = self.alias_history(name, alias)
-        if not history:
+    @staticmethod
+    def _own_last_move(history: list[dict[str, Any]], version: str, expected: str | None,
+                       actor: str) -> dict[str, Any] | None:
+        """The last history entry if it is ``actor``'s move to ``version`` from ``expected`` (begun or done)."""
+        if not actor or not history:
             return None
         last = history[-1]
-        if last.get("state") != "moving" or last.get("to") != version or last.get("from") != expected \
-                or last.get("by") != actor:
+        if last.get("by") != actor or last.get("to") != version or last.get("state") not in ("moving", "done"):
             return None
+        if expected != last.get("from") and expected != version:
+            return None
+        return last
+
+    @staticmethod
+    def _recorded_move(name: str, alias: str, entry: Mapping[str, Any]) -> AliasMove:
+        """The AliasMove a history entry records."""
+        previous = entry.get("from")
+        return AliasMove(name, alias, str(entry["to"]), previous, entry.get("rollback_alias") if previous else None,
+                         str(entry.get("at") or _now()), str(entry.get("by") or ""), str(entry.get("why") or ""))
+
+    def _finish_own_move(self, name: str, alias: str, history: list[dict[str, Any]],
+                         entry: dict[str, Any]) -> AliasMove:
+        """The alias already points where this caller's last move put it: mark a ``moving`` entry done; return it.
+
+        Without this, the retry of a task that died right after moving the alias (or whose later steps failed)
+        would see "someone else moved it" and fail for good.
+        """
+        move = self._recorded_move(name, alias, entry)
+        if entry.get("state") == "done":
+            self.log.info("%s@%s already points to version %s by this caller's completed %s (%s): nothing to do",
+                          name, alias, move.version, entry.get("kind") or "move", move.actor)
+            return move
         client = self.get_client()
-        rollback = last.get("rollback_alias")
-        if expected is not None and rollback:
-            client.set_registered_model_alias(name, rollback, expected)
+        if move.previous_version is not None and move.rollback_alias:
+            client.set_registered_model_alias(name, move.rollback_alias, move.previous_version)
         entry_key = f"{HISTORY_PREFIX}.{alias}.{len(history):06d}"
-        client.set_registered_model_tag(name, entry_key, json.dumps({**last, "state": "done"}))
+        client.set_registered_model_tag(name, entry_key, json.dumps({**entry, "state": "done"}))
         self.log.info("%s@%s already points to version %s by this caller's interrupted move: finished it", name,
-                      alias, version)
-        return AliasMove(name, alias, version, expected, rollback if expected else None, last.get("at", _now()),
-                         actor, last.get("why", ""))
+                      alias, move.version)
+        return move
 
     def rollback_alias(self, name: str, alias: str, rollback_alias: str | None = None, *, actor: str = "",
-                       reason: str = "rollback") -> AliasMove:
+                       reason: str = "rollback", expected_version: str | None = None) -> AliasMove:
         """Point ``alias`` back at the version held by ``rollback_alias`` (default ``<alias>_previous``).
 
         The two aliases swap, with the same compare-and-swap as :meth:`move_alias`, so a rollback can itself be
         rolled back. UnknownAliasError when there is nothing to roll back to.
+
+        **One rollback per actor.** If the alias history holds a rollback by this ``actor`` (the same
+        dag_id/run_id/task_id: a retry of the task, or the task cleared and run again in the same DAG run), that
+        rollback is the result: a ``done`` one is returned as it is, without swapping again (a second swap would
+        put the bad version back); a ``moving`` one (the worker died during it) is finished towards the version it
+        recorded, never re-read from ``rollback_alias``, which may already hold the bad version. If other moves
+        followed an unfinished rollback of this actor, AliasConflictError: nothing moves.
+
+        A rollback by a *different* actor is a new rollback: it swaps again, i.e. undoes the previous rollback.
+        Pass ``expected_version`` (the version being rolled back from, e.g. the bad candidate) to make it
+        conditional: the alias moves only if it still points there, so two independent rollbacks of the same bad
+        version cannot undo each other; the second gets AliasConflictError and moves nothing.
+
+        :param expected_version: roll back only if ``alias`` points to this version (None: whatever it points to).
         """
         rollback_alias = rollback_alias or default_rollback_alias(alias)
+        if actor:
+            history = self.alias_history(name, alias)
+            for index in range(len(history) - 1, -1, -1):
+                entry = history[index]
+                if entry.get("kind") == "rollback" and entry.get("by") == actor \
+                        and entry.get("state") in ("moving", "done"):
+                    return self._resume_rollback(name, alias, entry, superseded=index < len(history) - 1)
         previous = self.require_alias_version(name, rollback_alias)
         current = self.get_alias_version(name, alias)
-        return self.move_alias(name, alias, previous, expected_version=current, rollback_alias=rollback_alias,
-                               audit_tags={f"mlops.alias.{alias}.rolled_back_from": current or "none"},
-                               actor=actor, reason=reason)
+        expected = str(expected_version) if expected_version is not None else current
+        return self.move_alias(name, alias, previous, expected_version=expected, rollback_alias=rollback_alias,
+                               audit_tags={f"mlops.alias.{alias}.rolled_back_from": expected or "none"},
+                               actor=actor, reason=reason, kind="rollback")
+
+    def _resume_rollback(self, name: str, alias: str, entry: Mapping[str, Any], superseded: bool) -> AliasMove:
+        """This actor's earlier rollback of ``alias``: return it if done, finish it if interrupted."""
+        move = self._recorded_move(name, alias, entry)
+        current = self.get_alias_version(name, alias)
+        if entry.get("state") == "done":
+            if current != move.version:
+                self.log.warning("%s@%s was rolled back to version %s by this caller (%s) at %s and has moved since "
+                                 "(now %s): not rolling back again", name, alias, move.version, move.actor,
+                                 move.moved_at, current or "unset")
+            else:
+                self.log.info("%s@%s already rolled back to version %s by this caller (%s): not swapping again",
+                              name, alias, move.version, move.actor)
+            return move
+        if superseded:
+            raise AliasConflictError(name, alias, move.previous_version, current,
+                                     f" (this caller's rollback to version {move.version} at {move.moved_at} was "
+                                     "interrupted and other moves followed it; not rolling back again)")
+        self.log.info("finishing this caller's interrupted rollback of %s@%s: version %s -> %s", name, alias,
+                      move.previous_version or "(unset)", move.version)
+        return self.move_alias(name, alias, move.version, expected_version=move.previous_version,
+                               rollback_alias=entry.get("rollback_alias") or None,
+                               audit_tags={f"mlops.alias.{alias}.rolled_back_from": move.previous_version or "none"},
+                               actor=move.actor, reason=move.reason, kind="rollback")
 
     def copy_model_version(self, name: str, version: str, dst_name: str) -> Any:
         """Copy ``name`` version ``version`` to the registered model ``dst_name`` (e.g. dev -> prod), once.

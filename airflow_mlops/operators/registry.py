@@ -353,7 +353,9 @@ class PromoteModelAliasOperator(_RegistryOperator):
             approval = _literal(self.approval, "approval") or {}
             approver = approval.get("responded_by_user") if isinstance(approval, Mapping) else None
             approver_name = (approver.get("name") or approver.get("id")) if isinstance(approver, Mapping) else approver
-            actor = f"{ti.dag_id}/{ti.run_id}" + (f" approved by {approver_name}" if approver_name else "")
+            # The actor names the task, so a retry of this task is recognised as the same mover (move_alias treats
+            # its own completed or interrupted move as done, and the copy and the Asset event still happen).
+            actor = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}" + (f" approved by {approver_name}" if approver_name else "")
             reason = "; ".join(decision.get("reasons") or []) or f"promoted by {ti.task_id}"
             audit = {"mlops.promoted_by.dag_run": f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"}
             if approver_name:
@@ -380,28 +382,37 @@ class PromoteModelAliasOperator(_RegistryOperator):
 class RollbackModelAliasOperator(_RegistryOperator):
     """Point an alias back at the version its rollback alias holds (the two swap, so it is reversible).
 
+    One rollback per task of a DAG run: a retry (or a re-run of the task in the same DAG run) finishes or returns
+    the rollback this task already made and never swaps back (see ``MlflowHook.rollback_alias``). Another DAG run
+    or task rolls back again, i.e. swaps the aliases once more, unless ``expected_version`` makes it conditional.
+
     :param model_name: registered model name (templated).
     :param alias: the alias to restore, e.g. ``champion``.
     :param rollback_alias: default ``<alias>_previous``.
     :param reason: recorded in the audit tags (templated).
+    :param expected_version: roll back only if ``alias`` still points to this version, e.g. the bad candidate
+        (templated); otherwise the task fails and nothing moves. None: whatever it points to.
     """
 
-    template_fields: Sequence[str] = ("model_name", "reason")
+    template_fields: Sequence[str] = ("model_name", "reason", "expected_version")
 
     def __init__(self, *, model_name: str, alias: str = "champion", rollback_alias: str | None = None,
-                 reason: str = "rollback", **kwargs: Any) -> None:
+                 reason: str = "rollback", expected_version: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.alias = alias
         self.rollback_alias = rollback_alias
         self.reason = reason
+        self.expected_version = expected_version
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
         ti = context["ti"]
         try:
+            expected = None if self.expected_version in (None, "", "None") else str(self.expected_version)
             move = hook.rollback_alias(self.model_name, self.alias, self.rollback_alias,
-                                       actor=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}", reason=self.reason)
+                                       actor=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}", reason=self.reason,
+                                       expected_version=expected)
         except RegistryError as err:
             raise AirflowFailException(str(err)) from err
         url = self._push_version_url(context, hook, self.model_name, move.version)
