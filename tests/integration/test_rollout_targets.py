@@ -175,7 +175,7 @@ def test_kubernetes_blue_green_switches_the_active_service_selector(kube: str, t
     from airflow_mlops.rollout.targets.kubernetes import VERSION
 
     target = make_target({"kind": "kubernetes", "name": f"bg-{traffic}", "model": MODEL, "kubeconfig": kube,
-                          "traffic": traffic, "replicas": 2})
+                          "traffic": traffic, "replicas": 2, "tracking_uri": "http://mlflow.mlops.svc:5000"})
     core = client.CoreV1Api(config.new_client_from_config(config_file=kube))
     selector: Callable[[], str] = lambda: core.read_namespaced_service(  # noqa: E731
         f"bg-{traffic}", "default").spec.selector[VERSION]
@@ -195,6 +195,48 @@ def test_kubernetes_blue_green_switches_the_active_service_selector(kube: str, t
         state = applied(state, Abort("post-promotion analysis failed"), time.time())
         target.rollback(state)
         assert selector() == "1" and target.serving_version() == "1"
+    finally:
+        target.cleanup()
+
+
+@pytest.mark.parametrize("keep_previous", [True, False])
+def test_kubernetes_promotion_keeps_only_the_previous_version_scaled_down(kube: str, keep_previous: bool) -> None:
+    """keep_previous: the replaced version stays at 0 replicas for a fast rollback; older ones are always deleted
+    (otherwise every release would leave a Deployment behind)."""
+    from kubernetes import client, config
+
+    from airflow_mlops.rollout.targets.kubernetes import VERSION
+
+    name = f"keep-{str(keep_previous).lower()}"
+    target = make_target({"kind": "kubernetes", "name": name, "model": MODEL, "kubeconfig": kube, "replicas": 2,
+                          "tracking_uri": "http://mlflow.mlops.svc:5000"})
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=kube))
+    core = client.CoreV1Api(config.new_client_from_config(config_file=kube))
+
+    def deployed() -> dict[str, int]:
+        items = apps.list_namespaced_deployment("default", label_selector=f"app.kubernetes.io/name={name}").items
+        return {d.metadata.labels[VERSION]: d.spec.replicas for d in items}
+
+    def services() -> set[str]:
+        items = core.list_namespaced_service("default", label_selector=f"app.kubernetes.io/name={name}").items
+        return {s.metadata.name for s in items}
+
+    try:
+        target.deploy_initial("1")
+        strategy = BlueGreenStrategy(preview_pause_s=1, scale_down_delay_s=1, keep_previous=keep_previous).to_dict()
+        for stable, candidate in (("1", "2"), ("2", "3")):
+            state = RolloutState(owner="o", model=MODEL, stable=stable, candidate=candidate, strategy=strategy)
+            target.deploy_candidate(state)
+            state = replace(state, step=1, weight=100)
+            target.apply_weight(state)
+            target.promote(applied(state, Promote(), time.time()))
+        assert target.serving_version() == "3"
+        if keep_previous:
+            assert deployed() == {"3": 2, "2": 0}
+            assert services() == {name, f"{name}-v3", f"{name}-v2"}
+        else:
+            assert deployed() == {"3": 2}
+            assert services() == {name, f"{name}-v3"}
     finally:
         target.cleanup()
 
@@ -229,7 +271,7 @@ def test_kubernetes_replica_ratio_rounds_to_whole_pods(kube: str) -> None:
     from kubernetes import client, config
 
     target = make_target({"kind": "kubernetes", "name": "ratio", "model": MODEL, "kubeconfig": kube,
-                          "traffic": "replicas", "replicas": 4})
+                          "traffic": "replicas", "replicas": 4, "tracking_uri": "http://mlflow.mlops.svc:5000"})
     apps = client.AppsV1Api(config.new_client_from_config(config_file=kube))
     try:
         target.deploy_initial("1")

@@ -85,6 +85,12 @@ class RolloutTarget(abc.ABC):
         return {"candidate": Backend(self.backend_name(state.candidate), state.candidate),
                 **({"stable": Backend(self.backend_name(state.stable), state.stable)} if state.stable else {})}
 
+    @staticmethod
+    def keeps_previous(state: RolloutState) -> bool:
+        """Whether a promotion keeps the replaced version deployed, scaled down, for a fast rollback later
+        (``BlueGreenStrategy.keep_previous``; canaries keep it too). Older versions are always retired."""
+        return bool(state.strategy.get("keep_previous", True))
+
     def backend_name(self, version: str) -> str:
         """The name of a version's backend at this target."""
         return f"v{version}"

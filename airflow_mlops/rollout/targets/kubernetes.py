@@ -346,10 +346,22 @@ class KubernetesTarget(RolloutTarget):
             self._apps().patch_namespaced_deployment(f"{self.name}-v{state.candidate}", self.namespace,
                                                      {"spec": {"replicas": self.replicas}})
         self._apply(self._active_service(state.candidate, state))
-        if state.stable and state.stable != state.candidate:
+        keep = {state.candidate}
+        if state.stable and state.stable != state.candidate and self.keeps_previous(state):
             # Keep the previous version's Deployment at 0 replicas: a rollback is a scale-up, not a redeploy.
             self._apps().patch_namespaced_deployment(f"{self.name}-v{state.stable}", self.namespace,
                                                      {"spec": {"replicas": 0}})
+            keep.add(state.stable)
+        self._retire(keep)
+
+    def _retire(self, keep: set[str]) -> None:
+        """Delete the Deployments and per-version Services of every version not in ``keep``."""
+        selector = f"{APP}={self.name},app.kubernetes.io/managed-by=airflow-mlops"
+        for d in self._apps().list_namespaced_deployment(self.namespace, label_selector=selector).items:
+            version = (d.metadata.labels or {}).get(VERSION)
+            if version is not None and version not in keep:
+                self._delete("Deployment", d.metadata.name)
+                self._delete("Service", f"{self.name}-v{version}")
 
     def rollback(self, state: RolloutState) -> None:
         self.save_state(state)

@@ -264,6 +264,9 @@ class SageMakerTarget(RolloutTarget):
             return
         current = str(described.get("EndpointConfigName") or "")
         in_use = {self.version_of(v["VariantName"]) for v in described.get("ProductionVariants", [])}
+        state = self.load_state()
+        if state is not None and state.phase == "promoted" and state.stable and self.keeps_previous(state):
+            in_use.add(state.stable)  # keep_previous: the replaced version's Model stays for a fast rollback
         keep = {self.model_name(v) for v in in_use | set(keep_versions)}
         for config in self._owned("configs"):
             if config != current:
