@@ -57,7 +57,8 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh embedded stack (artifacts + MLflow SQLite) for one test."""
     home = tmp_path / "mlops"
     monkeypatch.setenv("MLOPS_HOME", str(home))
-    # MlflowHook exports the connection into os.environ (MLflow reads it there): undo that after the test.
+    # MLflow reads credentials from os.environ; the hook scopes them to each call, and steps/tests may set them:
+    # start every test with none.
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.setenv(name, "")

@@ -202,7 +202,14 @@ class ModelRolloutOperator(BaseOperator):
     def _make_target(self, config: Mapping[str, Any]) -> RolloutTarget:
         from airflow_mlops.rollout.targets import make_target
 
-        return make_target(config)
+        target = make_target(config)
+        if config.get("kind") == "local":
+            # The scoring servers this worker starts load models:/ URIs with the connection's credentials. They go
+            # in the process env only, never in the target config (the trigger's kwargs, the XCom record).
+            env = getattr(target, "env", None)
+            if isinstance(env, dict):
+                env.update({k: v for k, v in self._hook().process_env().items() if k != "MLFLOW_TRACKING_URI"})
+        return target
 
     @staticmethod
     def _owner_of(context: Context) -> str:
