@@ -12,6 +12,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.assets import RETRAINING_REQUESTED
+from airflow_mlops.core.checks import DEFAULT_DRIFT_THRESHOLDS
 from airflow_mlops.operators.checks import DriftChecksOperator
 from airflow_mlops.operators.monitoring import ModelReferenceOperator
 from airflow_mlops.operators.retrain import RequestRetrainingOperator
@@ -26,7 +27,9 @@ DOC = """
    SageMaker Data Capture files under S3 in production) for the last `window_hours`, and writes features and
    predictions as Parquet.
 3. **drift**: deepchecks feature drift and prediction drift (pinned checks environment) comparing that traffic
-   with the training data; the report goes to the artifact store (the **Check report** link).
+   with the training data, with the `feature_drift_threshold` and `prediction_drift_threshold` params as the
+   conditions; the report goes to the artifact store (the **Check report** link). If no check could run (a
+   crash, e.g. too few rows) the task fails: that is an error, not drift, and requests nothing.
 4. **drifted**: continues only if drift was found.
 5. **request_retraining**: emits an event on the `mlops_retraining_requested` asset (which schedules
    `mlops_training_pipeline`) carrying why: the failed checks, the report, the model version and the window.
@@ -54,6 +57,14 @@ with DAG(
         "window_hours": Param(24, type="number", exclusiveMinimum=0, maximum=24 * 90,
                               description="Only traffic this recent"),
         "min_rows": Param(50, type="integer", minimum=10, description="Fewer rows than this: no verdict (fail)"),
+        "feature_drift_threshold": Param(
+            DEFAULT_DRIFT_THRESHOLDS["feature_drift"], type="number", exclusiveMinimum=0, maximum=1,
+            description="Feature drift: a feature whose drift score (Kolmogorov-Smirnov for numeric, Cramer's V for "
+                        "categorical features, 0..1) reaches this counts as drifted. Lower: more sensitive"),
+        "prediction_drift_threshold": Param(
+            DEFAULT_DRIFT_THRESHOLDS["prediction_drift"], type="number", exclusiveMinimum=0, maximum=1,
+            description="Prediction drift: a drift score (0..1) of the model's outputs above this counts as drifted "
+                        "(applies when the champion's training predictions were recorded). Lower: more sensitive"),
     },
 ) as dag:
     reference = ModelReferenceOperator(task_id="reference", model_name="{{ params.model_name }}",
@@ -85,7 +96,10 @@ with DAG(
                                 "ti.xcom_pull(task_ids='collect')['predictions_uri'] or '' }}",
         label_column="target",
         cat_features=[],
-        gate="warn",  # drift is a finding to act on, not a failure of the monitor
+        # Rendered from the params (validated against their schema at trigger time, and again at task start).
+        feature_drift_threshold="{{ params.feature_drift_threshold }}",
+        prediction_drift_threshold="{{ params.prediction_drift_threshold }}",
+        gate="warn",  # drift is a finding to act on, not a failure of the monitor (a crash still fails the task)
         timeout_seconds=1800,
     )
 

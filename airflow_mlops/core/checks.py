@@ -200,6 +200,57 @@ def needs(suites: Sequence[str], checks: Sequence[CheckSpec]) -> set[str]:
     return out
 
 
+# -- drift thresholds -----------------------------------------------------------------------------------
+
+#: The condition the ``drift`` suite puts on each of its checks.
+DRIFT_CONDITION = "drift_score_less_than"
+#: drift check -> the arguments of its ``drift_score_less_than`` condition that one threshold sets (a feature
+#: threshold bounds both the numeric (Kolmogorov-Smirnov) and the categorical (Cramer's V) drift scores).
+DRIFT_THRESHOLD_ARGS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "feature_drift": ("max_allowed_numeric_score", "max_allowed_categorical_score"),
+    "prediction_drift": ("max_allowed_drift_score",),
+})
+#: deepchecks 0.19.1's defaults for those conditions, which apply when no threshold is given.
+DEFAULT_DRIFT_THRESHOLDS: Mapping[str, float] = MappingProxyType({"feature_drift": 0.2, "prediction_drift": 0.15})
+
+
+def drift_threshold(check: str, value: Any) -> float | None:
+    """One drift threshold: a drift score in (0, 1], or None/"" for deepchecks' default; a number in text (a
+    rendered template) is accepted. SpecError otherwise.
+
+    deepchecks fails feature drift for a feature whose score is at or above it, prediction drift above it.
+    """
+    field_name = f"{check}_threshold"
+    if check not in DRIFT_THRESHOLD_ARGS:
+        raise SpecError("drift thresholds", f"thresholds for {sorted(DRIFT_THRESHOLD_ARGS)}", check)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    allowed = "a drift score threshold: a number > 0 and <= 1, or empty for deepchecks' default " \
+              f"({DEFAULT_DRIFT_THRESHOLDS[check]})"
+    if isinstance(value, bool):
+        raise SpecError(field_name, allowed, value)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise SpecError(field_name, allowed, value) from None
+    if not (0 < number <= 1):  # NaN fails this too
+        raise SpecError(field_name, allowed, value)
+    return number
+
+
+def drift_conditions(thresholds: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{check: threshold}`` -> ``{check: {condition argument: threshold}}`` for the step's drift suite.
+
+    Checks without a threshold (None or "") keep deepchecks' default condition and are left out.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for check, value in thresholds.items():
+        number = drift_threshold(check, value)
+        if number is not None:
+            out[check] = {arg: number for arg in DRIFT_THRESHOLD_ARGS[check]}
+    return out
+
+
 # -- verdict -------------------------------------------------------------------------------------------
 
 
@@ -207,16 +258,21 @@ def needs(suites: Sequence[str], checks: Sequence[CheckSpec]) -> set[str]:
 class Verdict:
     """The gate's reading of a checks result.
 
-    :param passed: no check failed.
+    :param passed: at least one check ran and none failed.
     :param failed_checks: names of failed checks.
     :param failed_conditions: ``check: condition (details)`` for each failed condition.
     :param warnings: warning conditions and checks that could not run.
+    :param not_run: ``check: error`` for each check that could not run (deepchecks turns a crash into "not run").
+    :param nothing_ran: checks were requested and none of them ran: there is no verdict at all. Not a finding
+        for a gate to weigh: the operator fails the task whatever its gate mode (see :func:`nothing_ran_message`).
     """
 
     passed: bool
     failed_checks: tuple[str, ...]
     failed_conditions: tuple[str, ...]
     warnings: tuple[str, ...]
+    not_run: tuple[str, ...] = ()
+    nothing_ran: bool = False
 
 
 def label(check: Mapping[str, Any]) -> str:
@@ -225,16 +281,13 @@ def label(check: Mapping[str, Any]) -> str:
     return f"{check.get('name')} [{dataset}]" if dataset else str(check.get("name"))
 
 
-NOTHING_RAN = "no_check_ran"
-
-
 def verdict(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) -> Verdict:
     """Read the step's per-check records (``name``, ``status``, ``conditions``, ``error``).
 
     :param fail_on_warning: count conditions in deepchecks' WARN category as failures (as the step did).
     """
     fail_categories = (*FAIL_CATEGORIES, "WARN") if fail_on_warning else FAIL_CATEGORIES
-    failed, failed_conditions, warnings = [], [], []
+    failed, failed_conditions, warnings, not_run = [], [], [], []
     for check in checks:
         name = label(check)
         status = check.get("status")
@@ -249,13 +302,24 @@ def verdict(checks: Sequence[Mapping[str, Any]], fail_on_warning: bool = False) 
         if status == FAILED and str(check.get("name")) not in failed:
             failed.append(str(check.get("name")))
         elif status == NOT_RUN:
+            not_run.append(f"{name}: {check.get('error') or 'no reason given'}")
             warnings.append(f"{name}: not run ({check.get('error') or 'no reason given'})")
-    if checks and all(check.get("status") == NOT_RUN for check in checks):
-        # deepchecks turns a crash inside a check into "not run": a gate where nothing ran must not pass.
-        failed.append(NOTHING_RAN)
-        failed_conditions.append(f"{NOTHING_RAN}: none of the {len(checks)} checks ran (see their errors)")
-    return Verdict(passed=not failed, failed_checks=tuple(failed), failed_conditions=tuple(failed_conditions),
-                   warnings=tuple(warnings))
+    # deepchecks turns a crash inside a check into "not run": when nothing ran there is no verdict, pass or fail.
+    nothing_ran = bool(checks) and len(not_run) == len(checks)
+    return Verdict(passed=not failed and not nothing_ran, failed_checks=tuple(failed),
+                   failed_conditions=tuple(failed_conditions), warnings=tuple(warnings), not_run=tuple(not_run),
+                   nothing_ran=nothing_ran)
+
+
+def nothing_ran_message(seen: Verdict) -> str:
+    """Why a run without any check that ran is an error, quoting each check's error (distinct ones once)."""
+    errors: dict[str, list[str]] = {}
+    for line in seen.not_run:
+        name, _, error = line.partition(": ")
+        errors.setdefault(error, []).append(name)
+    quoted = "; ".join(f"{', '.join(names)}: \"{error}\"" for error, names in errors.items())
+    return (f"none of the {len(seen.not_run)} checks could run, so there is no verdict (an error, not a check "
+            f"result; the gate mode does not apply): {quoted}")
 
 
 # -- table ---------------------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from airflow_mlops.core.checks import (
     CheckSpec,
     check_gate,
     check_suites,
+    drift_conditions,
     format_table,
     needs,
+    nothing_ran_message,
     parse_checks,
     report_url,
     verdict,
@@ -64,7 +66,9 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
     :param fail_on_warning: conditions in deepchecks' WARN category fail their check too (default: a gate is
         strict; deepchecks' default suites rate e.g. 13% duplicate rows only a warning).
     :param gate: ``fail`` (task fails listing failed conditions), ``skip_downstream`` (downstream tasks are
-        skipped, this task succeeds with its XCom), ``warn`` (success, warnings in the log). Templated.
+        skipped, this task succeeds with its XCom), ``warn`` (success, warnings in the log). Templated. A run in
+        which no check could run (each crashed: deepchecks reports them "not run") has no verdict for a gate to
+        weigh: the task fails in every mode, quoting the checks' errors.
     :param mlflow_run_id: attach the report and result JSON to this MLflow run (templated); empty: no MLflow.
     :param mlflow_conn_id: default the ``mlops_mlflow_conn_id`` Variable.
 
@@ -169,10 +173,11 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
                  runtime: str) -> tuple[dict[str, str], tuple[SecretEnvRef, ...]]:
         env, refs = super().step_env(context, plan, runtime)
         if runtime == "local":
-            # The checks venv does not contain this package: the step imports it from the worker's copy.
-            from airflow_mlops.runtime.checks_env import step_pythonpath
+            # The checks venv does not contain this package: the step imports the worker's copy, and only that
+            # (PYTHONPATH is a folder holding just the package, never the worker's site-packages or PYTHONPATH).
+            from airflow_mlops.runtime.checks_env import step_env
 
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (step_pythonpath(), os.environ.get("PYTHONPATH")) if p)
+            env.update(step_env())
         return env, refs
 
     # -- after the step -----------------------------------------------------------------------------
@@ -193,7 +198,8 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
             self.log.info("report: %s", url)
             self.log.info("result: %s", json_uri)
         if self.mlflow_run_id:
-            self._attach_to_mlflow(plan, result, seen.passed, self.mlflow_run_id)
+            outcome = "not run" if seen.nothing_ran else "passed" if seen.passed else "failed"
+            self._attach_to_mlflow(plan, result, outcome, self.mlflow_run_id)
         for line in seen.warnings:
             self.log.warning("check warning: %s", line)
         xcom = {
@@ -203,10 +209,17 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
             "sampled": result.get("sampled") or {}, "warnings": len(seen.warnings),
             "checks": [{"name": r.get("name"), "dataset": r.get("dataset"), "status": r.get("status")}
                        for r in records],
-            "mlflow_run_id": self.mlflow_run_id or None,
+            "not_run": list(seen.not_run), "mlflow_run_id": self.mlflow_run_id or None,
         }
+        if result.get("drift_conditions"):
+            xcom["drift_conditions"] = result["drift_conditions"]
         if image_digest:
             xcom["image_digest"] = image_digest
+        if seen.nothing_ran:
+            # A crash is not a verdict: with gate warn or skip_downstream a run where nothing ran would read as
+            # "checks failed" (the drift monitor would request retraining for it), so it fails in every mode.
+            context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=xcom)
+            raise AirflowFailException(f"{nothing_ran_message(seen)}. Report: {report_uri}")
         if seen.passed:
             self.log.info("all checks passed (%d checks)", len(records))
             return xcom
@@ -226,8 +239,9 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
         self.skip(ti=context["ti"], tasks=downstream)  # raises DownstreamTasksSkipped: this task succeeds
         return xcom
 
-    def _attach_to_mlflow(self, plan: StepPlan, result: dict[str, Any], passed: bool, run_id: str) -> None:
-        """Log the report and result JSON as artifacts of the run, under ``checks/<task_id>``; tag the verdict."""
+    def _attach_to_mlflow(self, plan: StepPlan, result: dict[str, Any], outcome: str, run_id: str) -> None:
+        """Log the report and result JSON as artifacts of the run, under ``checks/<task_id>``; tag the outcome
+        (``passed``, ``failed``, ``not run``)."""
         from airflow_mlops.hooks.artifacts import ArtifactStoreHook
         from airflow_mlops.hooks.mlflow import MlflowHook
 
@@ -247,7 +261,7 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
                 else:
                     local = uri[len("file://"):] if uri.startswith("file://") else uri
                 client.log_artifact(run_id, local, artifact_path=artifact_path)
-        client.set_tag(run_id, f"mlops.checks.{self.task_id}", "passed" if passed else "failed")
+        client.set_tag(run_id, f"mlops.checks.{self.task_id}", outcome)
         self.log.info("attached the report to MLflow run %s under %s", run_id, artifact_path)
 
 
@@ -274,14 +288,46 @@ class DriftChecksOperator(ChecksOperator):
     :param reference_predictions_uri: predictions on the training data (templated); with
         ``current_predictions_uri``, adds prediction drift.
     :param current_predictions_uri: predictions on the inference data (templated).
+    :param feature_drift_threshold: the drift score (0, 1] at which a feature counts as drifted (Kolmogorov-Smirnov
+        for numeric, Cramer's V for categorical features); None or "": deepchecks' default 0.2. Templated (a
+        number in text is accepted): checked at parse time when literal, at task start when templated.
+    :param prediction_drift_threshold: the prediction drift score (0, 1] above which predictions count as
+        drifted; None or "": deepchecks' default 0.15. Templated, checked as above.
     """
+
+    template_fields: Sequence[str] = (*ChecksOperator.template_fields, "feature_drift_threshold",
+                                      "prediction_drift_threshold")
 
     def __init__(self, *, reference_data_uri: str, current_data_uri: str,
                  reference_predictions_uri: str | None = None, current_predictions_uri: str | None = None,
-                 suite: str | Sequence[str] | None = "drift", **kwargs: Any) -> None:
+                 suite: str | Sequence[str] | None = "drift", feature_drift_threshold: float | str | None = None,
+                 prediction_drift_threshold: float | str | None = None, **kwargs: Any) -> None:
         if bool(reference_predictions_uri) != bool(current_predictions_uri):
             raise SpecError("reference_predictions_uri/current_predictions_uri", "both or neither",
                             (reference_predictions_uri, current_predictions_uri))
         super().__init__(suite=suite, train_data_uri=reference_data_uri, test_data_uri=current_data_uri,
                          train_predictions_uri=reference_predictions_uri,
                          test_predictions_uri=current_predictions_uri, **kwargs)
+        self.feature_drift_threshold = feature_drift_threshold
+        self.prediction_drift_threshold = prediction_drift_threshold
+        literal = {k: v for k, v in self._thresholds().items() if not _templated(v)}
+        drift_conditions(literal)  # SpecError at parse time for a literal bad value
+        if any(v not in (None, "") for v in self._thresholds().values()) and "drift" not in self.suites:
+            raise SpecError("feature_drift_threshold/prediction_drift_threshold", "thresholds for the drift suite "
+                            "(suite must include 'drift')", list(self.suites))
+
+    def _thresholds(self) -> dict[str, Any]:
+        return {"feature_drift": self.feature_drift_threshold, "prediction_drift": self.prediction_drift_threshold}
+
+    def check_args(self) -> list[str]:
+        """The base step args plus the drift suite's thresholds (``--drift-conditions``), from rendered fields."""
+        try:
+            conditions = drift_conditions(self._thresholds())
+        except SpecError as err:  # a rendered template: a bad value fails the task at start, without retries
+            raise AirflowFailException(f"bad drift threshold: {err}") from None
+        args = super().check_args()
+        if conditions:
+            self.log.info("drift thresholds: %s", ", ".join(f"{k} {next(iter(v.values()))}"
+                                                            for k, v in conditions.items()))
+            args += ["--drift-conditions", json.dumps(conditions, sort_keys=True)]
+        return args

@@ -5,8 +5,13 @@ in its own venv. It is built once per lock content and interpreter version under
 ``$AIRFLOW_MLOPS_CACHE`` (default ``$XDG_CACHE_HOME/airflow-mlops``, else ``~/.cache/airflow-mlops``) as
 ``venvs/checks-<hash12>``: in a temporary folder first, renamed into place when complete, under a file lock, so
 concurrent tasks and test sessions never see half a venv and never build it twice. The package itself is not
-installed there: the step finds ``airflow_mlops`` through ``PYTHONPATH`` (see :func:`step_pythonpath`), so a
-code change needs no rebuild.
+installed there: the step finds ``airflow_mlops`` through ``PYTHONPATH`` (see :func:`step_env`), so a code change
+needs no rebuild.
+
+That ``PYTHONPATH`` entry is a folder holding one symlink, ``airflow_mlops -> <this package>``, never the folder
+the package sits in: installed from a wheel, that folder is the Airflow environment's site-packages, whose
+scikit-learn, numpy and pandas would shadow the lock's and break deepchecks. The step code never imports Airflow,
+so the package alone is all it needs.
 
 ``python -m airflow_mlops.runtime.checks_env`` builds it (``make checks-env``) and prints the interpreter path.
 """
@@ -16,9 +21,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,9 +69,69 @@ def venv_python(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def step_pythonpath() -> str:
-    """The folder holding the ``airflow_mlops`` package, for ``PYTHONPATH`` of a step run in the checks venv."""
-    return str(Path(__file__).resolve().parents[2])
+PACKAGE_NAME = "airflow_mlops"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _package_version(package_dir: Path) -> str:
+    match = re.search(r'^__version__ = "([^"]+)"', (package_dir / "__init__.py").read_text(encoding="utf-8"), re.M)
+    return match.group(1) if match else "unknown"
+
+
+def step_pythonpath(package_dir: Path | None = None, root: Path | None = None) -> str:
+    """A folder that holds only ``airflow_mlops -> <package_dir>``, for ``PYTHONPATH`` of a step in the checks venv.
+
+    Never the folder above the package: for a wheel install that is site-packages, and every library in it
+    would shadow the checks venv's pinned ones. Cached under ``<root>/pythonpath/pkg-<hash12>``, keyed by the
+    package's path and version; created atomically (a symlink renamed into place), so concurrent tasks agree.
+    Where the cache root is not writable, a per-user folder in the temp dir is used.
+
+    :param package_dir: the ``airflow_mlops`` package folder; default this one.
+    :param root: cache root; default :func:`cache_root`.
+    """
+    package = (package_dir or PACKAGE_DIR).resolve()
+    if not (package / "__init__.py").is_file():
+        raise FileNotFoundError(f"{package} is not the {PACKAGE_NAME} package (no __init__.py)")
+    key = hashlib.sha256(f"{package}\n{_package_version(package)}".encode()).hexdigest()[:12]
+    roots = [root or cache_root(), Path(tempfile.gettempdir()) / f"airflow-mlops-{os.getuid()}"]
+    error: OSError | None = None
+    for base in roots:
+        folder = base / "pythonpath" / f"pkg-{key}"
+        try:
+            _link_package(folder, package)
+        except OSError as err:
+            error = err
+            continue
+        return str(folder)
+    raise OSError(f"cannot create the checks step's PYTHONPATH folder under {[str(r) for r in roots]}: {error}")
+
+
+def _link_package(folder: Path, package: Path) -> None:
+    link = folder / PACKAGE_NAME
+    if link.is_symlink() and Path(os.readlink(link)) == package and os.listdir(folder) == [PACKAGE_NAME]:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():  # anything else in it would be importable by the step: remove it
+        if (entry.name == PACKAGE_NAME and entry.is_symlink()) or entry.name.startswith(f".{PACKAGE_NAME}.tmp-"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    tmp = folder / f".{PACKAGE_NAME}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(package, target_is_directory=True)
+    os.replace(tmp, link)  # atomic: a concurrent reader sees the old link or the new one, never none
+
+
+def step_env(package_dir: Path | None = None, root: Path | None = None) -> dict[str, str]:
+    """Env for a step in the checks venv: the package and nothing else of this environment is importable.
+
+    ``PYTHONPATH`` is replaced, not extended: the worker's own entries can hold its libraries too.
+    ``PYTHONSAFEPATH`` keeps ``python -m`` from putting the working directory first on ``sys.path``;
+    ``PYTHONNOUSERSITE`` keeps a user site-packages out (a venv ignores it already; belt and braces).
+    """
+    return {"PYTHONPATH": step_pythonpath(package_dir, root), "PYTHONSAFEPATH": "1", "PYTHONNOUSERSITE": "1"}
 
 
 def ensure_checks_env(lock: Path = LOCK_FILE, root: Path | None = None, base_python: str | None = None,

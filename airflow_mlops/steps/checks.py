@@ -36,6 +36,8 @@ SUITE_NAMES = ("data_integrity", "train_test_validation", "model_evaluation", "d
 MODEL_ONLY = ("BoostingOverfit", "ModelInferenceTime")
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 MAX_KEY_VALUES = 8
+#: The drift suite's checks (deepchecks class names), each with a ``drift_score_less_than`` condition.
+DRIFT_CHECKS = {"feature_drift": "FeatureDrift", "prediction_drift": "PredictionDrift"}
 
 
 class BadInput(Exception):
@@ -57,6 +59,8 @@ class ChecksConfig:
     train_predictions_uri: str = ""
     test_predictions_uri: str = ""
     feature_importance_uri: str = ""
+    #: drift check -> arguments of its ``drift_score_less_than`` condition (the drift suite's thresholds).
+    drift_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_samples: int | None = None
     seed: int = 42
     fail_on_warning: bool = False
@@ -99,6 +103,7 @@ def check_names(cfg: ChecksConfig) -> None:
     for suite in cfg.suites:
         if suite not in SUITE_NAMES:
             raise BadInput(f"unknown suite {suite!r}: allowed {list(SUITE_NAMES)}")
+    check_drift_conditions(cfg)
     if not cfg.checks:
         return
     from deepchecks.tabular import checks as dchecks
@@ -112,6 +117,32 @@ def check_names(cfg: ChecksConfig) -> None:
         for cond in spec.get("conditions") or {}:
             if cond not in allowed:
                 raise BadInput(f"unknown condition {cond!r} of check {name}: allowed {allowed}")
+
+
+def check_drift_conditions(cfg: ChecksConfig) -> None:
+    """The drift suite's condition arguments against deepchecks' own signatures; BadInput names the bad one."""
+    if not cfg.drift_conditions:
+        return
+    if "drift" not in cfg.suites:
+        raise BadInput("--drift-conditions applies to the drift suite only: add --suite drift")
+    import inspect
+
+    from deepchecks.tabular import checks as dchecks
+
+    for name, kwargs in cfg.drift_conditions.items():
+        if name not in DRIFT_CHECKS:
+            raise BadInput(f"unknown drift check {name!r} in --drift-conditions: allowed {sorted(DRIFT_CHECKS)}")
+        if not isinstance(kwargs, dict):
+            raise BadInput(f"--drift-conditions[{name}] must be an object of condition arguments, got {kwargs!r}")
+        method = getattr(dchecks, DRIFT_CHECKS[name]).add_condition_drift_score_less_than
+        allowed = sorted(p for p in inspect.signature(method).parameters if p != "self")
+        for arg, value in kwargs.items():
+            if arg not in allowed:
+                raise BadInput(f"unknown argument {arg!r} of {name}'s drift_score_less_than condition: allowed "
+                               f"{allowed}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise BadInput(f"--drift-conditions[{name}][{arg}] must be a finite number >= 0, got {value!r}")
 
 
 def _read(role: str, uri: str) -> Any:
@@ -237,9 +268,14 @@ def build_suite(cfg: ChecksConfig, with_predictions: bool) -> Any:
     members: list[Any] = []
     for name in cfg.suites:
         if name == "drift":
-            members.append(dchecks.FeatureDrift().add_condition_drift_score_less_than())
+            # deepchecks' default thresholds unless the caller set them (--drift-conditions).
+            members.append(dchecks.FeatureDrift().add_condition_drift_score_less_than(
+                **cfg.drift_conditions.get("feature_drift", {})))
             if with_predictions:
-                members.append(dchecks.PredictionDrift().add_condition_drift_score_less_than())
+                members.append(dchecks.PredictionDrift().add_condition_drift_score_less_than(
+                    **cfg.drift_conditions.get("prediction_drift", {})))
+            elif "prediction_drift" in cfg.drift_conditions:
+                print("no predictions given: prediction drift (and its threshold) does not apply")
         else:
             members.extend(getattr(dsuites, name)().checks.values())
     defaults = {type(c).__name__: c for s in ("data_integrity", "train_test_validation", "model_evaluation")
@@ -352,6 +388,7 @@ def run_checks(cfg: ChecksConfig) -> dict[str, Any]:
     shown = ", ".join(f"{k} {v} rows" for k, v in inputs.rows.items())
     print(f"running {len(suite.checks)} checks ({' + '.join(cfg.suites + [c['name'] for c in cfg.checks])}) on "
           f"{shown}" + (f", sampled to {sampled}" if sampled else ""))
+    started = time.perf_counter()  # deepchecks imported, datasets and suite built: suite.run() alone from here
     result = suite.run(train_dataset=train_ds, test_dataset=test_ds, feature_importance=inputs.feature_importance,
                        y_pred_train=inputs.pred_train, y_pred_test=inputs.pred_test,
                        y_proba_train=inputs.proba_train, y_proba_test=inputs.proba_test,
@@ -359,16 +396,18 @@ def run_checks(cfg: ChecksConfig) -> dict[str, Any]:
     ran = time.perf_counter()
     fail_categories = ("FAIL", "ERROR", "WARN") if cfg.fail_on_warning else ("FAIL", "ERROR")
     records = [record(r, fail_categories) for r in result.results]
-    print(f"checks done in {ran - loaded:.1f}s: {sum(r['status'] == PASSED for r in records)} passed, "
+    print(f"checks done in {ran - started:.1f}s: {sum(r['status'] == PASSED for r in records)} passed, "
           f"{sum(r['status'] == FAILED for r in records)} failed, {sum(r['status'] == NOT_RUN for r in records)} "
           "not run")
     out: dict[str, Any] = {
         "status": "ok", "suites": cfg.suites, "checks_requested": [c["name"] for c in cfg.checks],
         "checks": records, "fail_on_warning": cfg.fail_on_warning, "rows": inputs.rows, "sampled": sampled,
-        "n_samples": cfg.n_samples, "seed": cfg.seed,
+        "n_samples": cfg.n_samples, "seed": cfg.seed, "drift_conditions": cfg.drift_conditions,
         "passed": not any(r["status"] == FAILED for r in records),
         "failed_checks": sorted({r["name"] for r in records if r["status"] == FAILED}),
     }
+    # load: read, validate, sample; setup: import deepchecks, build datasets and suite; run: suite.run() alone.
+    timings = {"load": round(loaded - began, 3), "setup": round(started - loaded, 3), "run": round(ran - started, 3)}
     if cfg.output_uri:
         base = cfg.output_uri.rstrip("/")
         out["report_uri"], out["json_uri"] = f"{base}/report.html", f"{base}/result.json"
@@ -377,12 +416,11 @@ def run_checks(cfg: ChecksConfig) -> dict[str, Any]:
             result.save_as_html(path, as_widget=False)
             with open(path, "rb") as fh:
                 artifacts.write_bytes(out["report_uri"], fh.read())
-        out["seconds"] = {"load": round(loaded - began, 3), "run": round(ran - loaded, 3),
-                          "report": round(time.perf_counter() - ran, 3)}
+        out["seconds"] = {**timings, "report": round(time.perf_counter() - ran, 3)}
         artifacts.write_json(out["json_uri"], out)
         print(f"report: {out['report_uri']}\nresult: {out['json_uri']}")
     else:
-        out["seconds"] = {"load": round(loaded - began, 3), "run": round(ran - loaded, 3)}
+        out["seconds"] = timings
     return out
 
 
@@ -411,6 +449,8 @@ def parse_args(argv: list[str] | None) -> ChecksConfig:
     parser.add_argument("--train-predictions-uri", default="")
     parser.add_argument("--test-predictions-uri", default="")
     parser.add_argument("--feature-importance-uri", default="")
+    parser.add_argument("--drift-conditions", default="",
+                        help='JSON {"feature_drift"|"prediction_drift": {drift_score_less_than arguments}}')
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--fail-on-warning", action="store_true",
@@ -422,6 +462,12 @@ def parse_args(argv: list[str] | None) -> ChecksConfig:
         raise BadInput(f"--checks is not JSON: {err}") from err
     if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
         raise BadInput("--checks must be a JSON list of {name, params, conditions} objects")
+    try:
+        drift_conditions = json.loads(args.drift_conditions) if args.drift_conditions else {}
+    except ValueError as err:
+        raise BadInput(f"--drift-conditions is not JSON: {err}") from err
+    if not isinstance(drift_conditions, dict):
+        raise BadInput("--drift-conditions must be a JSON object {drift check: {condition arguments}}")
     if args.n_samples is not None and args.n_samples < 1:
         raise BadInput(f"--n-samples must be >= 1, got {args.n_samples}")
     suites = [s for value in args.suite for s in _csv(value) or []]
@@ -430,7 +476,8 @@ def parse_args(argv: list[str] | None) -> ChecksConfig:
         cat_features=_csv(args.cat_features), index_column=args.index_column or None,
         datetime_column=args.datetime_column or None, train_predictions_uri=args.train_predictions_uri,
         test_predictions_uri=args.test_predictions_uri, feature_importance_uri=args.feature_importance_uri,
-        n_samples=args.n_samples, seed=args.seed, fail_on_warning=args.fail_on_warning,
+        drift_conditions=drift_conditions, n_samples=args.n_samples, seed=args.seed,
+        fail_on_warning=args.fail_on_warning,
         output_uri=env.get(contract.OUTPUT_URI),
         result_uri=env.get(contract.RESULT_URI),
     )

@@ -99,3 +99,31 @@ def test_drift_operator_flags_shifted_features_and_predictions(airflow_db: Path,
     xcom = ti.xcom_pull(task_ids="drift")
     assert xcom["suites"] == ["drift"] and xcom["passed"] is False
     assert xcom["failed_checks"] == ["feature_drift", "prediction_drift"]
+
+
+def test_a_run_where_no_check_could_run_fails_even_with_gate_warn(airflow_db: Path, mlops_home: Path,
+                                                                 tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """A crash is not a verdict: the drift DAG's gate is warn, and a drift run in which neither drift check could
+    run (5 current rows: deepchecks needs 10) must fail the task, not report "failed checks" to act on."""
+    import numpy as np
+
+    reference, current = clean_frame(seed=5), clean_frame(rows=5, seed=6).drop(columns=["target"])
+    paths = {}
+    for name, frame in (("reference", reference), ("current", current)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        frame.to_parquet(paths[name], index=False)
+        p1 = 1 / (1 + np.exp(-frame["f0"].to_numpy()))
+        paths[f"{name}_predictions"] = str(tmp_path / f"{name}_pred.parquet")
+        pd.DataFrame({"y_pred": (p1 > 0.5).astype(int), "proba_0": 1 - p1, "proba_1": p1}).to_parquet(
+            paths[f"{name}_predictions"], index=False)
+    run = load_dag("checks_drift_test").test(run_conf=paths)
+    (ti,) = run.get_task_instances()
+    assert str(ti.state) == "failed"  # not success (gate warn), not up_for_retry (the DAG has retries=1)
+    out = capfd.readouterr().out
+    assert "none of the 2 checks could run, so there is no verdict" in out
+    assert 'feature_drift: "Not enough samples to calculate drift score. Minimum 10 samples required.' in out
+    assert 'prediction_drift: "Not enough samples to calculate drift score. Minimum 10 samples required.' in out
+    xcom = ti.xcom_pull(task_ids="drift")
+    assert xcom["passed"] is False and xcom["failed_checks"] == [] and len(xcom["not_run"]) == 2
+    assert Path(xcom["report_uri"]).is_file()

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from airflow_mlops.core.checks import verdict
-from airflow_mlops.runtime.checks_env import ensure_checks_env, step_pythonpath
+from airflow_mlops.runtime import checks_env
+from airflow_mlops.runtime.checks_env import PACKAGE_DIR, ensure_checks_env, step_env
 from airflow_mlops.steps import contract
 
 pytestmark = pytest.mark.slow
@@ -46,7 +49,7 @@ def write(frame: pd.DataFrame, path: Path) -> str:
 
 
 def run_step(python: str, tmp_path: Path, *args: str) -> tuple[int, str, dict | None]:
-    env = {**os.environ, "PYTHONPATH": step_pythonpath(), contract.OUTPUT_URI: str(tmp_path / "out"),
+    env = {**os.environ, **step_env(), contract.OUTPUT_URI: str(tmp_path / "out"),
            contract.RESULT_URI: str(tmp_path / "result.json")}
     proc = subprocess.run([python, "-m", "airflow_mlops.steps.checks", *args], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -124,6 +127,35 @@ def test_shifted_feature_fails_feature_drift(checks_python: str, tmp_path: Path)
     assert "f2" in drift["conditions"][0]["details"]
 
 
+def test_drift_thresholds_decide_on_the_same_data(checks_python: str, tmp_path: Path) -> None:
+    """A moderate shift (KS about 0.4 on f2 and on the predictions): a low threshold flags it, a high one passes."""
+    reference = clean_frame(rows=200, seed=1)
+    current = clean_frame(rows=200, seed=2).drop(columns=["target"])
+    current["f2"] = current["f2"] + 1.0
+    args = ["--suite", "drift", "--cat-features", "color", "--train-uri", write(reference, tmp_path / "ref.parquet"),
+            "--test-uri", write(current, tmp_path / "cur.parquet")]
+    for role, frame in (("train", reference), ("test", current)):
+        p1 = 1 / (1 + np.exp(-frame["f2"].to_numpy()))
+        args += [f"--{role}-predictions-uri", write(_predictions(np.column_stack([1 - p1, p1])),
+                                                    tmp_path / f"{role}-pred.parquet")]
+    found = {}
+    for name, threshold in (("low", 0.25), ("high", 0.7)):
+        conditions = {"feature_drift": {"max_allowed_numeric_score": threshold,
+                                        "max_allowed_categorical_score": threshold},
+                      "prediction_drift": {"max_allowed_drift_score": threshold}}
+        out_dir = tmp_path / name
+        out_dir.mkdir()
+        code, out, result = run_step(checks_python, out_dir, *args, "--drift-conditions", json.dumps(conditions))
+        assert code == 0 and result is not None, out[-3000:]
+        assert result["drift_conditions"] == conditions
+        found[name] = result
+    assert statuses(found["low"]) == {"feature_drift": "failed", "prediction_drift": "failed"}, found["low"]["checks"]
+    assert statuses(found["high"]) == {"feature_drift": "passed", "prediction_drift": "passed"}, \
+        found["high"]["checks"]
+    drift = next(r for r in found["low"]["checks"] if r["name"] == "feature_drift")
+    assert "f2" in drift["conditions"][0]["details"] and "0.25" in drift["conditions"][0]["name"]
+
+
 def _predictions(proba: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"y_pred": proba.argmax(axis=1), "proba_0": proba[:, 0], "proba_1": proba[:, 1]})
 
@@ -186,6 +218,12 @@ BAD = {
                       "unknown check 'data_duplicate'"),
     "unknown condition": (["--checks", '[{"name": "data_duplicates", "conditions": {"ratio_below": {}}}]',
                            "--train-uri", "{train}"], "unknown condition 'ratio_below' of check data_duplicates"),
+    "unknown drift check": (["--suite", "drift", "--train-uri", "{train}", "--test-uri", "{test}",
+                             "--drift-conditions", '{"label_drift": {"max_allowed_drift_score": 0.1}}'],
+                            "unknown drift check 'label_drift' in --drift-conditions"),
+    "unknown drift argument": (["--suite", "drift", "--train-uri", "{train}", "--test-uri", "{test}",
+                                "--drift-conditions", '{"feature_drift": {"max_score": 0.1}}'],
+                               "unknown argument 'max_score' of feature_drift's drift_score_less_than condition"),
 }
 
 
@@ -194,8 +232,8 @@ def test_bad_input_exits_2_with_a_clear_error_before_any_suite(checks_python: st
                                                                bad_inputs: dict[str, str], case: str) -> None:
     args, message = BAD[case]
     paths = {**bad_inputs, "missing": str(tmp_path / "nowhere.parquet")}
-    code, out, result = run_step(checks_python, tmp_path, *[a.format(**paths) if a.startswith("{") else a
-                                                             for a in args])
+    code, out, result = run_step(checks_python, tmp_path, *[paths.get(a[1:-1], a) if a.startswith("{")
+                                                             and a.endswith("}") else a for a in args])
     assert code == contract.EXIT_BAD_INPUT, out[-2000:]
     assert message in out, out[-2000:]
     assert "running" not in out and result is None  # rejected before any suite ran
@@ -216,10 +254,54 @@ print(json.dumps(out))
 def test_core_catalog_matches_deepchecks_in_the_checks_venv(checks_python: str) -> None:
     from airflow_mlops.core.checks import CHECKS
 
-    proc = subprocess.run([checks_python, "-c", CATALOG_PROBE], env={**os.environ, "PYTHONPATH": step_pythonpath()},
+    proc = subprocess.run([checks_python, "-c", CATALOG_PROBE], env={**os.environ, **step_env()},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     real = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, conditions in CHECKS.items():
         assert name in real, f"{name} is not a deepchecks check"
         assert sorted(conditions) == real[name], name
+
+
+IMPORT_PROBE = """
+import json, airflow_mlops, airflow_mlops.steps.checks, deepchecks.tabular, numpy, pandas, sklearn
+print(json.dumps({"airflow_mlops": airflow_mlops.__file__, "sklearn": sklearn.__version__,
+                  "numpy": numpy.__version__, "pandas": pandas.__version__, "sklearn_file": sklearn.__file__}))
+"""
+
+
+def test_a_wheel_install_site_packages_does_not_shadow_the_pinned_libraries(
+        checks_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed from a wheel, the package lives in the Airflow env's site-packages, next to its own scikit-learn,
+    numpy and pandas. The step must import the package from there and every library from the checks venv."""
+    from airflow_mlops.operators.checks import ChecksOperator
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(PACKAGE_DIR, site / "airflow_mlops", ignore=shutil.ignore_patterns("__pycache__"))
+    for decoy in ("sklearn", "numpy", "pandas"):  # the Airflow env's versions: deepchecks fails with them
+        (site / decoy).mkdir()
+        (site / decoy / "__init__.py").write_text(f"raise ImportError('decoy {decoy} from the Airflow env')\n")
+    monkeypatch.setattr(checks_env, "PACKAGE_DIR", site / "airflow_mlops")  # where a wheel install puts it
+    monkeypatch.setenv("AIRFLOW_MLOPS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", str(site))  # a worker PYTHONPATH with libraries must not leak through either
+
+    # The env the local runtime gives the step: the worker's env, then the operator's step env on top.
+    operator = ChecksOperator(task_id="checks", checks=["data_duplicates"], train_data_uri="unused")
+    plan = SimpleNamespace(config=SimpleNamespace(artifact_root=str(tmp_path)), result_uri="r", output_uri="o")
+    step_vars, _ = operator.step_env({}, plan, "local")  # type: ignore[arg-type]
+    env = {**os.environ, **step_vars}
+    assert [p.name for p in Path(env["PYTHONPATH"]).iterdir()] == ["airflow_mlops"]
+
+    # Control: the folder above the package (the old PYTHONPATH) picks up the decoys.
+    old = subprocess.run([checks_python, "-c", "import sklearn"], env={**os.environ, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, timeout=60)
+    assert old.returncode != 0 and "decoy sklearn" in old.stderr
+
+    # The working directory is site-packages too: `python -m`/`-c` must not put it on sys.path.
+    proc = subprocess.run([checks_python, "-c", IMPORT_PROBE], env=env, cwd=site, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(seen["airflow_mlops"]).resolve().parent == site / "airflow_mlops"
+    assert seen["sklearn"] == "1.4.2" and seen["numpy"].startswith("1.26.") and seen["pandas"].startswith("2.2.")
+    assert Path(seen["sklearn_file"]).resolve().is_relative_to(Path(checks_python).parent.parent.resolve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -92,14 +93,30 @@ def test_no_drift_then_drift_requests_retraining(champion: dict[str, Any], mlops
     assert tis["drift"].xcom_pull(task_ids="drift")["passed"] is True
     assert _events("mlops_drift_monitor") == []
 
+    # The same traffic with strict thresholds: sampling noise alone now counts as drift. (A fresh DAG object per
+    # run from here: seen here, a second dag.test() on the same DAG object kept the previous run's conf.)
+    run = load_dag("mlops_drift_monitor").test(run_conf={"model_name": MODEL, "min_rows": 100,
+                                                         "feature_drift_threshold": 0.01,
+                                                         "prediction_drift_threshold": 0.01})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    strict = tis["drift"].xcom_pull(task_ids="drift")
+    assert strict["passed"] is False and "feature_drift" in strict["failed_checks"], strict
+    assert strict["drift_conditions"]["feature_drift"] == {"max_allowed_numeric_score": 0.01,
+                                                           "max_allowed_categorical_score": 0.01}
+    assert str(tis["request_retraining"].state) == "success"
+    assert len(_events("mlops_drift_monitor")) == 1
+
     _traffic(log, champion, shift=3.0)
-    run = dag.test(run_conf={"model_name": MODEL, "min_rows": 100})
+    run = load_dag("mlops_drift_monitor").test(run_conf={"model_name": MODEL, "min_rows": 100})
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert str(tis["request_retraining"].state) == "success"
     findings = tis["drift"].xcom_pull(task_ids="drift")
     assert findings["passed"] is False and findings["failed_checks"]
+    assert findings["drift_conditions"] == {  # the DAG's defaults, passed explicitly
+        "feature_drift": {"max_allowed_numeric_score": 0.2, "max_allowed_categorical_score": 0.2},
+        "prediction_drift": {"max_allowed_drift_score": 0.15}}
     assert Path(findings["report_uri"]).is_file()
-    [event] = _events("mlops_drift_monitor")
+    event = _events("mlops_drift_monitor")[-1]
     assert event["model_version"] == champion["version"]
     assert event["failed_checks"] == findings["failed_checks"]
     assert event["reason"].startswith("drift in ") and event["report_uri"] == findings["report_uri"]
@@ -109,3 +126,50 @@ def test_unknown_alias_fails_clearly(champion: dict[str, Any]) -> None:
     run = load_dag("mlops_drift_monitor").test(run_conf={"model_name": MODEL, "alias": "nobody"})
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert states["reference"] == "failed"
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.5, "high"])
+@pytest.mark.parametrize("param", ["feature_drift_threshold", "prediction_drift_threshold"])
+def test_threshold_params_reject_out_of_range_values(airflow_db: Path, param: str, value: Any) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = copy.deepcopy(load_dag("mlops_drift_monitor").params)
+    assert params.get_param(param).description
+    with pytest.raises(ParamValidationError, match=f"Invalid input for param {param}"):
+        params[param] = value
+
+
+def _rendered_drift_task(**params: Any) -> Any:
+    dag = load_dag("mlops_drift_monitor")
+    task = dag.get_task("drift")  # a fresh DAG object per load: setting rendered values here is harmless
+    context = {"params": {**copy.deepcopy(dag.params).validate(), **params}}
+    for name in ("feature_drift_threshold", "prediction_drift_threshold"):
+        setattr(task, name, task.render_template(getattr(task, name), context))
+    return task
+
+
+def test_threshold_params_reach_the_step_as_drift_conditions(airflow_db: Path) -> None:
+    args = _rendered_drift_task(feature_drift_threshold=0.05, prediction_drift_threshold=0.3).check_args()
+    assert json.loads(args[args.index("--drift-conditions") + 1]) == {
+        "feature_drift": {"max_allowed_categorical_score": 0.05, "max_allowed_numeric_score": 0.05},
+        "prediction_drift": {"max_allowed_drift_score": 0.3}}
+
+
+def test_a_bad_threshold_that_bypassed_the_form_fails_at_task_start(airflow_db: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=r"feature_drift_threshold: a drift score threshold: a number > 0 "
+                                                   r"and <= 1.*\(got '1.5'\)"):
+        _rendered_drift_task(feature_drift_threshold=1.5).check_args()
+
+
+def test_a_bad_literal_threshold_fails_at_parse_time() -> None:
+    from airflow_mlops.core.errors import SpecError
+    from airflow_mlops.operators.checks import DriftChecksOperator
+
+    with pytest.raises(SpecError, match="prediction_drift_threshold"):
+        DriftChecksOperator(task_id="drift", reference_data_uri="a", current_data_uri="b",
+                            prediction_drift_threshold=2)
+    with pytest.raises(SpecError, match="suite must include 'drift'"):
+        DriftChecksOperator(task_id="drift", reference_data_uri="a", current_data_uri="b",
+                            suite="train_test_validation", feature_drift_threshold=0.1)

@@ -6,13 +6,17 @@ import pytest
 
 from airflow_mlops.core.checks import (
     CHECKS,
+    DEFAULT_DRIFT_THRESHOLDS,
     GATE_MODES,
     SUITES,
     CheckSpec,
     check_gate,
     check_suites,
+    drift_conditions,
+    drift_threshold,
     format_table,
     needs,
+    nothing_ran_message,
     parse_checks,
     report_url,
     verdict,
@@ -104,15 +108,43 @@ def test_verdict_lists_failed_checks_conditions_and_warnings() -> None:
     assert verdict(RECORDS[1:]).passed
 
 
-def test_a_gate_where_no_check_ran_does_not_pass() -> None:
-    """deepchecks reports a check that crashed as not run: all of them not running is a failure, not a pass."""
+def test_a_run_where_no_check_ran_has_no_verdict() -> None:
+    """deepchecks reports a check that crashed as not run: all of them not running is an error, not a pass and
+    not a failed check (a drift monitor would read a failed check as drift)."""
     crashed = [{"name": "feature_drift", "status": "not run", "error": "KeyError: 'proba_0'"},
                {"name": "prediction_drift", "status": "not run", "error": "KeyError: 'proba_0'"}]
     seen = verdict(crashed)
-    assert not seen.passed and seen.failed_checks == ("no_check_ran",)
-    assert "none of the 2 checks ran" in seen.failed_conditions[0]
-    assert verdict([]).passed  # nothing requested is not the same as nothing ran
-    assert verdict([*crashed, RECORDS[1]]).passed is verdict(RECORDS[1:2]).passed
+    assert not seen.passed and seen.nothing_ran
+    assert seen.failed_checks == () and seen.failed_conditions == ()  # nothing was found: no check to blame
+    assert seen.not_run == ("feature_drift: KeyError: 'proba_0'", "prediction_drift: KeyError: 'proba_0'")
+    message = nothing_ran_message(seen)
+    assert "none of the 2 checks could run" in message and "the gate mode does not apply" in message
+    assert "feature_drift, prediction_drift: \"KeyError: 'proba_0'\"" in message  # one error, quoted once
+    assert verdict([]).passed and not verdict([]).nothing_ran  # nothing requested is not the same as nothing ran
+    partly = verdict([*crashed, RECORDS[1]])  # one check ran: a verdict, the crashed ones are warnings
+    assert partly.passed and not partly.nothing_ran and len(partly.not_run) == 2
+
+
+def test_drift_thresholds_become_condition_arguments() -> None:
+    assert drift_conditions({"feature_drift": 0.1, "prediction_drift": "0.3"}) == {
+        "feature_drift": {"max_allowed_numeric_score": 0.1, "max_allowed_categorical_score": 0.1},
+        "prediction_drift": {"max_allowed_drift_score": 0.3}}
+    assert drift_conditions({"feature_drift": None, "prediction_drift": " "}) == {}  # deepchecks' defaults
+    assert drift_threshold("feature_drift", 1) == 1.0
+    assert DEFAULT_DRIFT_THRESHOLDS == {"feature_drift": 0.2, "prediction_drift": 0.15}
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, "high", True, float("nan"), [0.1]])
+def test_bad_drift_threshold_is_rejected_naming_it(bad) -> None:
+    with pytest.raises(SpecError, match="a number > 0 and <= 1") as exc:
+        drift_conditions({"prediction_drift": bad})
+    assert exc.value.field == "prediction_drift_threshold"
+
+
+def test_unknown_drift_check_is_rejected() -> None:
+    with pytest.raises(SpecError, match="feature_drift") as exc:
+        drift_conditions({"label_drift": 0.1})
+    assert exc.value.got == "label_drift"
 
 
 def test_table_has_one_line_per_check() -> None:
