@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import DAG, Param, task
 
 from airflow_mlops.operators.registry import model_alias_asset
 from airflow_mlops.operators.resolve import ResolveRolloutOperator
@@ -93,9 +94,33 @@ Also runs by hand with a `candidate_version`.
    - failed analysis (or a killed task): rollback, the stable version serves 100%, `@champion` stays, the task
      fails with the reason. The record is in XCom and in `mlops.rollout.*` tags on the candidate version.
 
+3. **approve_switch → switch** (blue-green with `switch_approval` only; otherwise skipped): the rollout stops at
+   the approval gate after the preview (the candidate runs beside stable with no live traffic) and a person answers
+   in the Airflow UI's Required actions: **Switch** lets `switch` take the rollout over and move all traffic,
+   **Roll back** (or no answer within 24 hours: 12 hours, asked twice) makes it roll back. Who decided is in the rollout's history.
+
 Analysis defaults per target are in the `analysis` param (router metrics locally, CloudWatch on SageMaker,
 Prometheus on Kubernetes/KServe); edit them in the trigger form.
 """
+
+# Where to roll out, from the Variables: one template for the rollout and the approved switch.
+TARGET = ("{{ dict(var.json.get('mlops_rollout_target_config', {}),"
+          " kind=var.value.get('mlops_rollout_target', 'local'),"
+          " name=(params.endpoint or macros.airflow_mlops.endpoint_name(params.model_name))) | tojson }}")
+STRATEGY = (
+    "{% set kind = var.value.get('mlops_rollout_target', 'local') %}"
+    "{% if params.strategy == 'canary' %}"
+    "{{ {'kind': 'canary', 'steps': params.canary_steps, 'pause_s': params.pause_seconds,"
+    " 'analysis': params.analysis[kind]} | tojson }}"
+    "{% else %}"
+    "{{ {'kind': 'blue_green', 'preview_pause_s': params.preview_seconds, 'preview_analysis': None,"
+    " 'auto_promote': not params.switch_approval,"
+    " 'post_promotion_analysis': params.blue_green_analysis[kind],"
+    " 'scale_down_delay_s': params.scale_down_seconds} | tojson }}"
+    "{% endif %}"
+)
+CANDIDATE = "{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}"
+STABLE = "{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}"
 
 with DAG(
     dag_id="mlops_progressive_rollout",
@@ -125,6 +150,10 @@ with DAG(
                                                 "while blue_green_analysis judges the new one (at least its window)"),
         "endpoint": Param("", type="string", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
                           description="Endpoint/service name at the target; empty: derived from the model name"),
+        "switch_approval": Param(False, type="boolean",
+                                 description="Blue-green: after the preview a person approves the switch in the "
+                                             "Airflow UI (Required actions); Roll back, or no answer within "
+                                             "24 hours, rolls back"),
         "analysis": Param(ANALYSIS_BY_TARGET, type="object",
                           description="Canary AnalysisSpec per target kind (metrics, conditions, intervals, limits)"),
         "blue_green_analysis": Param(BLUE_GREEN_ANALYSIS_BY_TARGET, type="object",
@@ -137,30 +166,57 @@ with DAG(
     rollout = ModelRolloutOperator(
         task_id="rollout",
         model_name="{{ params.model_name }}",
-        candidate_version="{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}",
-        stable_version="{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}",
-        strategy=(
-            "{% set kind = var.value.get('mlops_rollout_target', 'local') %}"
-            "{% if params.strategy == 'canary' %}"
-            "{{ {'kind': 'canary', 'steps': params.canary_steps, 'pause_s': params.pause_seconds,"
-            " 'analysis': params.analysis[kind]} | tojson }}"
-            "{% else %}"
-            "{{ {'kind': 'blue_green', 'preview_pause_s': params.preview_seconds, 'preview_analysis': None,"
-            " 'post_promotion_analysis': params.blue_green_analysis[kind],"
-            " 'scale_down_delay_s': params.scale_down_seconds} | tojson }}"
-            "{% endif %}"
-        ),
-        target=(
-            "{{ dict(var.json.get('mlops_rollout_target_config', {}),"
-            " kind=var.value.get('mlops_rollout_target', 'local'),"
-            " name=(params.endpoint or macros.airflow_mlops.endpoint_name(params.model_name))) | tojson }}"
-        ),
+        candidate_version=CANDIDATE,
+        stable_version=STABLE,
+        strategy=STRATEGY,
+        target=TARGET,
         analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
         champion_alias="champion",
         on_kill="rollback",
         on_retry="continue",
         ready_timeout_s=900,
         poll_s=2,
+        pause_at_approval=True,  # the gate is a HITL task below, visible in the UI, not a silent wait
     )
 
-    resolve >> rollout
+    @task.short_circuit(task_id="needs_switch_approval")
+    def needs_switch_approval(record: dict | None) -> bool:
+        """Only a blue-green with switch_approval stops at the gate; everything else is finished here."""
+        return bool(record) and record.get("outcome") == "awaiting_approval"
+
+    approve_switch = HITLOperator(
+        task_id="approve_switch",
+        subject="Switch {{ params.model_name }} to v{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}?",
+        body=("Blue-green preview of **{{ params.model_name }}** "
+              "v{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }} is up beside "
+              "v{{ ti.xcom_pull(task_ids='resolve')['stable_version'] }}, with no live traffic yet.\n\n"
+              "- **Switch**: all traffic moves to the candidate, judged by the post-switch analysis for "
+              "{{ params.scale_down_seconds }}s (a failure switches back); `@champion` moves on success.\n"
+              "- **Roll back**: the candidate is removed; the stable version keeps 100%."),
+        options=["Switch", "Roll back"],
+        response_timeout=timedelta(hours=12),  # with the DAG's one retry: asked twice, 24 hours in all
+    )
+
+    switch = ModelRolloutOperator(
+        task_id="switch",
+        model_name="{{ params.model_name }}",
+        candidate_version=CANDIDATE,
+        stable_version=STABLE,
+        strategy=STRATEGY,
+        target=TARGET,
+        analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
+        adopt_from="rollout",
+        # The HITL result without its datetime (not JSON); none when the approval timed out or failed.
+        approval=("{% set r = ti.xcom_pull(task_ids='approve_switch') or {} %}"
+                  "{{ {'chosen_options': r.get('chosen_options'), 'responded_by_user': r.get('responded_by_user'),"
+                  " 'params_input': r.get('params_input')} | tojson }}"),
+        champion_alias="champion",
+        on_kill="rollback",
+        on_retry="continue",
+        ready_timeout_s=900,
+        poll_s=2,
+        trigger_rule="all_done",  # also after a timed-out or failed approval: that rejects, i.e. rolls back
+    )
+
+    gate = needs_switch_approval(rollout.output)
+    resolve >> rollout >> gate >> approve_switch >> switch

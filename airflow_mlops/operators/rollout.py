@@ -80,6 +80,21 @@ def _check_target(value: Any) -> dict[str, Any]:
     return {"kind": "local", **dict(value)}
 
 
+#: HITL options that approve an adopted rollout's gate (``ModelRolloutOperator.approval``).
+APPROVE_OPTIONS = ("Approve", "Switch", "Promote")
+
+
+def approval_decision(result: Mapping[str, Any] | None) -> tuple[bool, str, str]:
+    """(approved, who, why) from a HITL task's result; none (timed out, failed) rejects."""
+    options = list((result or {}).get("chosen_options") or [])
+    if not result or not options:
+        return False, "nobody", "no approval before the approval task ended"
+    user = result.get("responded_by_user") or {}
+    who = str(user.get("name") or user.get("id") or "someone") if isinstance(user, Mapping) else str(user)
+    why = str((result.get("params_input") or {}).get("reason") or "")
+    return (bool(options) and options[0] in APPROVE_OPTIONS), who, why
+
+
 def measurement_summary(measurements: Sequence[Mapping[str, Any]], limit: int = 5000) -> str:
     """Per metric: how many measurements, the outcomes in order (s/f/i), the last value and baseline, as JSON
     that always fits a tag (the full list is in the record file)."""
@@ -122,10 +137,18 @@ class ModelRolloutOperator(BaseOperator):
     :param on_retry: ``continue`` (default) or ``rollback`` when a retry finds its own rollout in progress.
     :param ready_timeout_s: how long the candidate may take to come up.
     :param fail_on_abort: fail the task when the rollout was rolled back (the record is pushed first).
+    :param pause_at_approval: at an approval gate (blue-green with ``auto_promote=False``) save the state and
+        succeed with outcome ``awaiting_approval`` instead of waiting deferred, so a human-in-the-loop task can ask
+        in the Airflow UI; the candidate has no live traffic there (preview), so nothing is left split.
+    :param adopt_from: task id whose rollout (in this DAG run) this task takes over at its approval gate, applying
+        ``approval``; nothing waiting there: the task skips.
+    :param approval: the decision for an adopted rollout (templated): a HITL task's result
+        (``{"chosen_options": [...], "responded_by_user": {...}}``); the first option approves if it is one of
+        ``APPROVE_OPTIONS``; anything else, or no result (the HITL task timed out or failed), rejects: rollback.
     """
 
     template_fields: Sequence[str] = ("model_name", "candidate_version", "stable_version", "strategy", "target",
-                                      "analysis_settings")
+                                      "analysis_settings", "approval")
     template_fields_renderers = {"strategy": "json", "target": "json", "analysis_settings": "json"}
     ui_color = "#fde2c8"
 
@@ -134,8 +157,13 @@ class ModelRolloutOperator(BaseOperator):
                  stable_version: str | int | None = None, mlflow_conn_id: str | None = None,
                  analysis_settings: Mapping[str, Any] | str | None = None, champion_alias: str | None = "champion",
                  on_kill: str = "rollback", on_retry: str = "continue", ready_timeout_s: float = 300,
-                 poll_s: float = 0.5, fail_on_abort: bool = True, **kwargs: Any) -> None:
+                 poll_s: float = 0.5, fail_on_abort: bool = True, pause_at_approval: bool = False,
+                 adopt_from: str | None = None, approval: Mapping[str, Any] | str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.pause_at_approval = pause_at_approval
+        self.adopt_from = adopt_from
+        self.approval = approval
         self.model_name = model_name
         self.candidate_version = candidate_version
         self.strategy = strategy
@@ -227,6 +255,8 @@ class ModelRolloutOperator(BaseOperator):
         candidate = str(self.candidate_version)
         target = self._make_target(config)
         state = target.read_state()
+        if self.adopt_from:
+            state = self._adopt(context, target, state, owner, candidate)
         if state is not None and state.phase == "progressing" and state.owner != owner:
             raise AirflowFailException(
                 f"a rollout of {state.model} v{state.candidate} owned by {state.owner} is in progress at "
@@ -285,6 +315,8 @@ class ModelRolloutOperator(BaseOperator):
                     action: Any = Promote()  # first deployment: nothing to compare against
                 else:
                     action = decide(strategy, state, state.measurements, now)
+                if isinstance(action, AwaitApproval) and self.pause_at_approval:
+                    return self._pause_for_approval(target, state, started)
                 if isinstance(action, (Pause, Analyse, AwaitApproval)):
                     self._defer(target, state, started)
                 if isinstance(action, SetWeight):
@@ -303,6 +335,39 @@ class ModelRolloutOperator(BaseOperator):
         except Exception:
             self._release_on_last_try(context, target, state)
             raise
+
+    def _pause_for_approval(self, target: RolloutTarget, state: RolloutState, started: float) -> dict[str, Any]:
+        state = replace(state, worker_seconds=state.worker_seconds + time.perf_counter() - started)
+        target.save_state(state)
+        self._log_step(strategy_of(state), state, "awaiting approval (a later task decides)")
+        return {"outcome": "awaiting_approval", "model": state.model, "stable": state.stable,
+                "candidate": state.candidate, "owner": state.owner, "target": target.describe(),
+                "step": state.step, "weight": state.weight,
+                "measurements": [m.to_dict() for m in state.measurements]}
+
+    def _adopt(self, context: Context, target: RolloutTarget, state: RolloutState | None, owner: str,
+               candidate: str) -> RolloutState:
+        """Take over the rollout ``adopt_from`` left at its approval gate, with this task's decision."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        ti = context["ti"]
+        previous = f"{ti.dag_id}/{ti.run_id}/{self.adopt_from}"
+        if state is not None and state.owner == owner and state.candidate == candidate:
+            return state  # a retry of this task: adopted (and decided) already
+        if state is None or state.phase != "progressing" or state.owner != previous or state.candidate != candidate:
+            raise AirflowSkipException(
+                f"no rollout of {self.model_name} v{candidate} by {previous} waits for approval at "
+                f"{target.describe()} (found: {state.owner + ' ' + state.phase if state else 'nothing'})")
+        approve, who, why = approval_decision(_as_dict(self.approval, "approval") if self.approval else None)
+        entry = {"at": time.time(), "action": "Approve" if approve else "Reject", "by": who, "step": state.step,
+                 "weight": state.weight, "why": why}
+        adopted = replace(state, owner=owner, approved=approve, history=(
+            *state.history, {"at": time.time(), "action": "Adopt", "from": previous, "step": state.step,
+                             "weight": state.weight}, entry))
+        target.save_state(adopted)
+        self.log.info("took over the rollout of %s v%s from %s: %s by %s%s", state.model, candidate, previous,
+                      "APPROVED" if approve else "REJECTED", who, f" ({why})" if why else "")
+        return adopted
 
     def _release_on_last_try(self, context: Context, target: RolloutTarget, state: RolloutState) -> None:
         """On the last try, roll a progressing rollout back: no retry will come to own it."""
@@ -334,7 +399,8 @@ class ModelRolloutOperator(BaseOperator):
         self.defer(trigger=RolloutTrigger(target=self._target_config, owner=self._owner,
                                           analysis_settings=self._settings(), wait_ready=wait_ready,
                                           deadline=time.time() + self.ready_timeout_s if wait_ready else None,
-                                          poll_s=self.poll_s, on_kill=self.on_kill_policy),
+                                          poll_s=self.poll_s, on_kill=self.on_kill_policy,
+                                          stop_at_approval=self.pause_at_approval),
                    method_name="resume")
 
     def _log_step(self, strategy: Strategy, state: RolloutState, decision: str) -> None:

@@ -28,12 +28,15 @@ class RolloutTrigger(BaseTrigger):
     :param deadline: epoch seconds after which readiness waiting gives up.
     :param poll_s: seconds between readiness / approval polls.
     :param on_kill: ``rollback`` (default) or ``leave`` when the task is killed while deferred here.
+    :param stop_at_approval: hand an approval gate back to the worker (whose task then ends, and a
+        human-in-the-loop task asks) instead of waiting here for ``approve_rollout``.
     """
 
     def __init__(self, target: Mapping[str, Any], owner: str, analysis_settings: Mapping[str, Any] | None = None,
                  wait_ready: bool = False, deadline: float | None = None, poll_s: float = 0.5,
-                 on_kill: str = "rollback") -> None:
+                 on_kill: str = "rollback", stop_at_approval: bool = False) -> None:
         super().__init__()
+        self.stop_at_approval = stop_at_approval
         self.target = dict(target)
         self.owner = owner
         self.analysis_settings = dict(analysis_settings or {})
@@ -46,7 +49,7 @@ class RolloutTrigger(BaseTrigger):
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"target": self.target, "owner": self.owner, "analysis_settings": self.analysis_settings,
                  "wait_ready": self.wait_ready, "deadline": self.deadline, "poll_s": self.poll_s,
-                 "on_kill": self.on_kill_policy})
+                 "on_kill": self.on_kill_policy, "stop_at_approval": self.stop_at_approval})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Any failure here (a target API error, a router that will not start) must reach the worker as an event:
@@ -133,7 +136,7 @@ class RolloutTrigger(BaseTrigger):
                                   m.metric, m.value, m.baseline, m.outcome, f"  [{m.message}]" if m.message else "")
                 await asyncio.to_thread(target.save_state, applied(state, action, time.time(), taken))
                 continue
-            if isinstance(action, AwaitApproval):
+            if isinstance(action, AwaitApproval) and not self.stop_at_approval:
                 if now - last_progress >= PROGRESS_EVERY_S or last_progress == started:
                     self.log.info("rollout %s v%s waits for approval at step %d", state.model, state.candidate,
                                   action.step)

@@ -30,6 +30,7 @@ BAD: list[tuple[str, str, Any]] = [
     ("mlops_progressive_rollout", "pause_seconds", 0),
     ("mlops_progressive_rollout", "endpoint", "Not_A_DNS_Label"),
     ("mlops_progressive_rollout", "model_name", "another_model"),
+    ("mlops_progressive_rollout", "switch_approval", "yes"),
     ("mlops_drift_monitor", "window_hours", 0),
     ("mlops_drift_monitor", "min_rows", 1),
     ("mlops_drift_monitor", "alias", "has space"),

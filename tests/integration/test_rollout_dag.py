@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,87 @@ def test_unknown_candidate_version_fails_before_touching_the_target(registry: di
     _, tis = _run({"candidate_version": "99"})
     assert str(tis["resolve"].state) == "failed"
     assert str(tis["rollout"].state) in ("upstream_failed", "None")
+
+
+def _answer_switch(option: str, answered: list[str]) -> threading.Thread:
+    """A person answers the approve_switch task through the public HITL API's own handler (as the UI does)."""
+
+    def respond() -> None:
+        from types import SimpleNamespace
+
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        user = SimpleNamespace(get_id=lambda: "carol", get_name=lambda: "Carol")
+        for _ in range(480):
+            time.sleep(0.5)
+            with create_session() as session:
+                ti = session.query(TaskInstance).filter(TaskInstance.dag_id == "mlops_progressive_rollout",
+                                                        TaskInstance.task_id == "approve_switch",
+                                                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                                                        ).one_or_none()
+                if ti is None:
+                    continue
+                update_hitl_detail(dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id,
+                                   update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option]),
+                                   user=user, session=session)
+                answered.append(ti.run_id)
+                return
+
+    thread = threading.Thread(target=respond, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_blue_green_switch_waits_for_a_person_in_the_ui(registry: dict[str, str], mlops_home: Path) -> None:
+    """switch_approval: the rollout stops at the gate (preview, no live traffic), a HITL task asks, and the switch
+    task takes the rollout over: Switch promotes, Roll back removes the candidate."""
+    import mlflow
+
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.rollout.targets.local import LocalTarget
+
+    client = mlflow.MlflowClient()
+    target = LocalTarget("breast-cancer-classifier", MODEL, MlflowHook().tracking_uri)
+    run, _ = _run({"candidate_version": registry["good"]})  # first deployment
+    assert str(run.state) == "success"
+    blue_green = {"strategy": "blue_green", "switch_approval": True, "preview_seconds": 1, "scale_down_seconds": 3,
+                  "blue_green_analysis": FAST_BLUE_GREEN}
+
+    answered: list[str] = []
+    responder = _answer_switch("Roll back", answered)
+    run, tis = _run({"candidate_version": registry["good2"], **blue_green})
+    responder.join(timeout=5)
+    assert answered, "the approval task never waited for input"
+    assert str(tis["rollout"].state) == "success"
+    assert tis["rollout"].xcom_pull(task_ids="rollout")["outcome"] == "awaiting_approval"
+    assert str(tis["switch"].state) == "failed"  # rolled back: the run says so
+    record = tis["switch"].xcom_pull(task_ids="switch", key="rollout")
+    assert record["outcome"] == "aborted" and "Carol" in record["reason"]
+    assert [h["action"] for h in record["history"] if h["action"] in ("Adopt", "Reject")] == ["Adopt", "Reject"]
+    assert target.serving_version() == registry["good"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good"]
+
+    answered.clear()
+    responder = _answer_switch("Switch", answered)
+    with Traffic(target.router_url, rate=30) as traffic:
+        run, tis = _run({"candidate_version": registry["good2"], **blue_green})
+    responder.join(timeout=5)
+    assert answered and str(run.state) == "success", {k: str(v.state) for k, v in tis.items()}
+    record = tis["switch"].xcom_pull(task_ids="switch")
+    assert record["outcome"] == "promoted" and record["owner"].endswith("/switch")
+    approvals = [h for h in record["history"] if h["action"] == "Approve"]
+    assert len(approvals) == 1 and approvals[0]["by"] == "Carol"
+    assert target.serving_version() == registry["good2"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good2"]
+    assert traffic.counts[(f"v{registry['good2']}", 200)] > 0
+
+    # Without switch_approval the gate task short-circuits: the rollout task does everything.
+    with Traffic(target.router_url, rate=30):
+        run, tis = _run({"candidate_version": registry["good3"], **blue_green, "switch_approval": False})
+    assert str(run.state) == "success"
+    assert str(tis["approve_switch"].state) == "skipped" and str(tis["switch"].state) == "skipped"
+    assert tis["rollout"].xcom_pull(task_ids="rollout")["outcome"] == "promoted"

@@ -253,6 +253,27 @@ def test_blue_green_preview_approval_switch_and_scale_down_delay() -> None:
     assert state.phase == "aborted" and [h.get("weight") for h in state.history] == [0, 0]
 
 
+def test_a_rejection_at_the_approval_gate_aborts_before_any_traffic_moves() -> None:
+    strategy = BlueGreenStrategy(preview_pause_s=5, auto_promote=False, scale_down_delay_s=7)
+    state, now = _state(strategy), 1000.0
+    while not isinstance(action := decide(strategy, state, state.measurements, now), AwaitApproval):
+        if isinstance(action, Pause):
+            now = action.until
+            continue
+        state = applied(state, action, now)
+    assert state.step == 0 and state.weight == 0  # preview: the candidate has no live traffic
+    # A rejection at another step does not count; this step's does.
+    other = replace(state, history=(*state.history, {"action": "Reject", "step": 1, "by": "bob"}))
+    assert isinstance(decide(strategy, other, (), now), AwaitApproval)
+    rejected = replace(state, history=(*state.history, {"action": "Reject", "step": 0, "by": "bob", "why": "v9 "
+                                                        "is not signed off"}))
+    action = decide(strategy, rejected, (), now)
+    assert isinstance(action, Abort) and "bob" in action.reason and "signed off" in action.reason
+    done = applied(rejected, action, now)
+    assert done.phase == "aborted" and done.weight == 0
+    assert decide(strategy, done, (), now) == Done("aborted", done.reason)
+
+
 def test_engine_on_observed_states() -> None:
     strategy = CanaryStrategy(steps=(5, 100), pause_s=10)
     base = _state(strategy)

@@ -36,7 +36,7 @@ def test_templated_values_are_checked_at_task_start_not_parse_time() -> None:
     op = ModelRolloutOperator(task_id="t", model_name="m", candidate_version="{{ params.v }}",
                               strategy="{{ params.strategy }}", target={"kind": "{{ var.value.kind }}"})
     assert op.template_fields == ("model_name", "candidate_version", "stable_version", "strategy", "target",
-                                  "analysis_settings")
+                                  "analysis_settings", "approval")
     with pytest.raises(SpecError, match=r"BlueGreenStrategy\.preview_pause_s"):
         BlueGreenRolloutOperator(task_id="b", model_name="m", candidate_version="2", preview_pause_s=-1)
     ok = ModelRolloutOperator(task_id="c", model_name="m", candidate_version="2",
@@ -143,3 +143,15 @@ def test_measurement_summary_is_valid_json_within_the_tag_limit() -> None:
     few = json.loads(measurement_summary(many[:3]))
     assert few["metric_0"] == {"n": 1, "outcomes": "f", "last": 0.0, "baseline": 0.5}
     assert json.loads(measurement_summary([])) == {}
+
+
+def test_approval_decision_from_a_hitl_result() -> None:
+    from airflow_mlops.operators.rollout import approval_decision
+
+    assert approval_decision({"chosen_options": ["Switch"], "responded_by_user": {"id": "c", "name": "Carol"}}) \
+        == (True, "Carol", "")
+    assert approval_decision({"chosen_options": ["Roll back"], "responded_by_user": {"id": "bob"},
+                              "params_input": {"reason": "not signed off"}}) == (False, "bob", "not signed off")
+    for none in (None, {}, {"chosen_options": None, "responded_by_user": None}):
+        approved, who, why = approval_decision(none)
+        assert not approved and who == "nobody" and "no approval" in why

@@ -303,6 +303,11 @@ def decide(strategy: Strategy, state: RolloutState, results: Sequence[Measuremen
         if any(len(total.get(m.name, ())) < m.count for m in background.metrics):
             return Pause(min(waits[1:]), "background analysis: fewer measurements than its count")
     if step.approval and not state.approved:
+        rejected = next((h for h in reversed(state.history)
+                         if h.get("action") == "Reject" and h.get("step") == state.step), None)
+        if rejected is not None:
+            return Abort(f"rejected at the approval gate by {rejected.get('by') or 'someone'}"
+                         + (f": {rejected['why']}" if rejected.get("why") else ""))
         return AwaitApproval(state.step)
     if state.step == len(plan) - 1:
         return Promote()
