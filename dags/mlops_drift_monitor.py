@@ -78,6 +78,7 @@ with DAG(
             "--log-uri",
             "{{ params.inference_log_uri or macros.airflow_mlops.inference_log_uri(params.model_name) }}",
             "--reference-uri", "{{ ti.xcom_pull(task_ids='reference')['train_uri'] }}",
+            "--label", "{{ ti.xcom_pull(task_ids='reference')['label_column'] }}",
             "--since-seconds", "{{ params.window_hours * 3600 }}",
             "--min-rows", "{{ params.min_rows }}",
             "--reference-predictions-uri", "{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] or '' }}",
@@ -94,7 +95,7 @@ with DAG(
         reference_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] or '' }}",
         current_predictions_uri="{{ ti.xcom_pull(task_ids='reference')['train_predictions_uri'] and "
                                 "ti.xcom_pull(task_ids='collect')['predictions_uri'] or '' }}",
-        label_column="target",
+        label_column="{{ ti.xcom_pull(task_ids='reference')['label_column'] }}",
         cat_features=[],
         # Rendered from the params (validated against their schema at trigger time, and again at task start).
         feature_drift_threshold="{{ params.feature_drift_threshold }}",

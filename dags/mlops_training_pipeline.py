@@ -182,7 +182,7 @@ with DAG(
         task_id="data_checks",
         train_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['train_uri'] }}",
         test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
-        label_column="target",
+        label_column="{{ ti.xcom_pull(task_ids='prepare_data')['label'] }}",
         cat_features=[],
         checks=[
             {"name": "feature_feature_correlation", "conditions": {}},
@@ -200,7 +200,7 @@ with DAG(
         test_data_uri="{{ ti.xcom_pull(task_ids='prepare_data')['test_uri'] }}",
         train_predictions_uri="{{ ti.xcom_pull(task_ids='select_best')['predictions']['train'] }}",
         test_predictions_uri="{{ ti.xcom_pull(task_ids='select_best')['predictions']['test'] }}",
-        label_column="target",
+        label_column="{{ ti.xcom_pull(task_ids='prepare_data')['label'] }}",
         cat_features=[],
         gate="{{ params.checks_gate }}",
         mlflow_run_id="{{ ti.xcom_pull(task_ids='select_best')['mlflow_run_id'] }}",

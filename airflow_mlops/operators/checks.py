@@ -77,7 +77,7 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
 
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "train_data_uri", "test_data_uri",
                                       "train_predictions_uri", "test_predictions_uri", "feature_importance_uri",
-                                      "gate", "mlflow_run_id")
+                                      "gate", "mlflow_run_id", "label_column")
     operator_extra_links = (CheckReportLink(),)
     inherits_from_skipmixin = True
     ui_color = "#e3f2d9"

@@ -16,8 +16,9 @@ class ModelReferenceOperator(BaseOperator):
     """Resolve ``models:/<name>@<alias>`` to its version and the training data and predictions behind it.
 
     Reads the lineage the training pipeline wrote (run tags ``mlops.train_uri``, ``mlops.test_uri``,
-    ``mlops.predictions.train|test``, ``mlops.data_version``). XCom: ``{model_name, alias, version, run_id,
-    train_uri, test_uri, train_predictions_uri, test_predictions_uri, data_version}``.
+    ``mlops.predictions.train|test``, ``mlops.data_version``, ``mlops.label_column``). XCom: ``{model_name, alias,
+    version, run_id, train_uri, test_uri, train_predictions_uri, test_predictions_uri, data_version,
+    label_column}``.
 
     :param model_name: registered model (templated).
     :param alias: alias of the served version (templated); default ``champion``.
@@ -57,6 +58,8 @@ class ModelReferenceOperator(BaseOperator):
             "train_predictions_uri": tags.get("mlops.predictions.train"),
             "test_predictions_uri": tags.get("mlops.predictions.test"),
             "data_version": tags.get("mlops.data_version") or version.tags.get("mlops.data_version"),
+            # Runs from before the tag existed were trained on the bundled datasets' "target".
+            "label_column": tags.get("mlops.label_column") or "target",
         }
         if not reference["train_uri"]:
             raise AirflowFailException(f"run {version.run_id} of {self.model_name} version {version.version} has no "

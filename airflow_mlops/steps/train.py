@@ -332,7 +332,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             mlflow.log_params(cfg.params() | {"n_features": len(features), "train_rows": len(y_train)})
             mlflow.set_tags({"mlops.framework": framework, "mlops.device": str(trainer.device),
                              "mlops.train_uri": cfg.train_uri, "mlops.test_uri": cfg.test_uri,
-                             "mlops.world_size": str(world)})
+                             "mlops.label_column": cfg.label, "mlops.world_size": str(world)})
             if resumed:
                 mlflow.set_tag("mlops.resumed_from_epoch", str(start))
         print(f"training {framework} on {trainer.device} (world size {world}) for epochs {start}..{cfg.epochs - 1}")

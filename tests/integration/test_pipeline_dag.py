@@ -15,9 +15,17 @@ pytestmark = pytest.mark.slow
 def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, mlops_home: Path) -> None:
     import mlflow
 
+    from sklearn.datasets import load_breast_cancer
+
+    # Data that landed in the artifact store, with its own label name: the dataset_uri param points at it.
+    landed = mlops_home / "landing" / "breast-cancer-2026-11.parquet"
+    landed.parent.mkdir(parents=True)
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "diagnosis"})
+    frame.to_parquet(landed)
     dag = load_dag("mlops_training_pipeline")
     # A two-point hyperparameter fan-out: two mapped training jobs, the better one goes on.
-    run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5,
+    run = dag.test(run_conf={"model_name": "pipeline_test_model", "epochs": 5, "dataset_uri": str(landed),
+                             "label_column": "diagnosis",
                              "hp_grid": [{"learning_rate": 0.0001}, {"learning_rate": 0.05}]})
     states = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances())
     assert states == sorted([(t, -1, s) for t, s in {
@@ -40,6 +48,8 @@ def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, ml
     assert tis["promote"].xcom_pull(task_ids="promote")["version"] == registered["version"]
 
     # Everything lives in the embedded stack under MLOPS_HOME.
+    assert data["source_uri"] == str(landed) and data["label"] == "diagnosis"
+    assert data["dataset"] == "breast-cancer-2026-11" and data["rows"] == {"train": 426, "test": 143}
     assert data["train_uri"].startswith(str(mlops_home / "artifacts"))
     assert train["mlflow_tracking_uri"] == f"sqlite:///{mlops_home}/mlflow/mlflow.db"
     assert Path(train["predictions"]["test"]).is_file()
