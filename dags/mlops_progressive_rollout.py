@@ -97,7 +97,8 @@ Also runs by hand with a `candidate_version`.
 3. **approve_switch → switch** (blue-green with `switch_approval` only; otherwise skipped): the rollout stops at
    the approval gate after the preview (the candidate runs beside stable with no live traffic) and a person answers
    in the Airflow UI's Required actions: **Switch** lets `switch` take the rollout over and move all traffic,
-   **Roll back** (or no answer within 24 hours: 12 hours, asked twice) makes it roll back. Who decided is in the rollout's history.
+   **Roll back** (or no answer within 24 hours: 12 hours, asked twice) makes it roll back. Who decided is in the
+   rollout's history.
 
 Analysis defaults per target are in the `analysis` param (router metrics locally, CloudWatch on SageMaker,
 Prometheus on Kubernetes/KServe); edit them in the trigger form.

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 
 def test_training_pipeline_registers_a_version_with_lineage(airflow_db: Path, mlops_home: Path) -> None:
     import mlflow
-
     from sklearn.datasets import load_breast_cancer
 
     # Data that landed in the artifact store, with its own label name: the dataset_uri param points at it.
