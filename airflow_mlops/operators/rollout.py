@@ -37,6 +37,7 @@ from airflow_mlops.core.rollout import (
     strategy_of,
 )
 from airflow_mlops.operators.step import _templated
+from airflow_mlops.rollout.targets.base import TargetBusy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -319,19 +320,25 @@ class ModelRolloutOperator(BaseOperator):
                     return self._pause_for_approval(target, state, started)
                 if isinstance(action, (Pause, Analyse, AwaitApproval)):
                     self._defer(target, state, started)
-                if isinstance(action, SetWeight):
-                    self._log_step(strategy, state, f"set weight {action.weight}%")
-                    state = applied(state, action, now)
-                    target.apply_weight(state)
-                elif isinstance(action, Promote):
-                    self._log_step(strategy, state, "promote")
-                    state = applied(state, action, now)
-                    target.promote(state)
-                elif isinstance(action, Abort):
-                    self._log_step(strategy, state, f"ABORT: {action.reason}")
-                    state = self._abort(target, state, action.reason)
-                elif isinstance(action, Done):
-                    return self._finish(context, target, state, started)
+                try:
+                    if isinstance(action, SetWeight):
+                        self._log_step(strategy, state, f"set weight {action.weight}%")
+                        state = applied(state, action, now)
+                        target.apply_weight(state)
+                    elif isinstance(action, Promote):
+                        self._log_step(strategy, state, "promote")
+                        state = applied(state, action, now)
+                        target.promote(state)
+                    elif isinstance(action, Abort):
+                        self._log_step(strategy, state, f"ABORT: {action.reason}")
+                        state = self._abort(target, state, action.reason)
+                    elif isinstance(action, Done):
+                        return self._finish(context, target, state, started)
+                except TargetBusy as busy:
+                    # The change is persisted; the target applies it once it settles. The engine compares the
+                    # recorded and observed weights on resume and re-applies it (an abort, too).
+                    self.log.info("%s: deferring until the target settles, then applying it again", busy)
+                    self._defer(target, target.load_state() or state, started, wait_settled=True)
         except Exception:
             self._release_on_last_try(context, target, state)
             raise
@@ -390,15 +397,19 @@ class ModelRolloutOperator(BaseOperator):
         self.log.warning("rolled back: %s v%s gets 100%% of traffic (%s)", state.model, state.stable, reason)
         return state
 
-    def _defer(self, target: RolloutTarget, state: RolloutState, started: float, wait_ready: bool = False) -> None:
+    def _defer(self, target: RolloutTarget, state: RolloutState, started: float, wait_ready: bool = False,
+               wait_settled: bool = False) -> None:
         from airflow_mlops.triggers.rollout import RolloutTrigger
 
         state = replace(state, worker_seconds=state.worker_seconds + time.perf_counter() - started)
-        target.save_state(state)
+        if not wait_settled:  # a busy target took the state already (and may refuse more writes now)
+            target.save_state(state)
         assert self._target_config is not None and self._owner is not None
         self.defer(trigger=RolloutTrigger(target=self._target_config, owner=self._owner,
                                           analysis_settings=self._settings(), wait_ready=wait_ready,
-                                          deadline=time.time() + self.ready_timeout_s if wait_ready else None,
+                                          wait_settled=wait_settled,
+                                          deadline=(time.time() + self.ready_timeout_s if wait_ready or wait_settled
+                                                    else None),
                                           poll_s=self.poll_s, on_kill=self.on_kill_policy,
                                           stop_at_approval=self.pause_at_approval),
                    method_name="resume")

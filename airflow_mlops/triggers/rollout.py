@@ -28,14 +28,16 @@ class RolloutTrigger(BaseTrigger):
     :param deadline: epoch seconds after which readiness waiting gives up.
     :param poll_s: seconds between readiness / approval polls.
     :param on_kill: ``rollback`` (default) or ``leave`` when the task is killed while deferred here.
+    :param wait_settled: wait until the target can take a traffic change (``settled()``), then hand back.
     :param stop_at_approval: hand an approval gate back to the worker (whose task then ends, and a
         human-in-the-loop task asks) instead of waiting here for ``approve_rollout``.
     """
 
     def __init__(self, target: Mapping[str, Any], owner: str, analysis_settings: Mapping[str, Any] | None = None,
                  wait_ready: bool = False, deadline: float | None = None, poll_s: float = 0.5,
-                 on_kill: str = "rollback", stop_at_approval: bool = False) -> None:
+                 on_kill: str = "rollback", stop_at_approval: bool = False, wait_settled: bool = False) -> None:
         super().__init__()
+        self.wait_settled = wait_settled
         self.stop_at_approval = stop_at_approval
         self.target = dict(target)
         self.owner = owner
@@ -49,7 +51,8 @@ class RolloutTrigger(BaseTrigger):
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"target": self.target, "owner": self.owner, "analysis_settings": self.analysis_settings,
                  "wait_ready": self.wait_ready, "deadline": self.deadline, "poll_s": self.poll_s,
-                 "on_kill": self.on_kill_policy, "stop_at_approval": self.stop_at_approval})
+                 "on_kill": self.on_kill_policy, "stop_at_approval": self.stop_at_approval,
+                 "wait_settled": self.wait_settled})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Any failure here (a target API error, a router that will not start) must reach the worker as an event:
@@ -96,6 +99,19 @@ class RolloutTrigger(BaseTrigger):
                                     "message": f"rollout state at {target.describe()} is owned by "
                                                f"{state.owner if state else 'nobody'}, not {self.owner}"})
                 return
+            if self.wait_settled:
+                if await asyncio.to_thread(target.settled):
+                    yield TriggerEvent({"status": "settled", "waited_s": time.time() - started})
+                    return
+                if self.deadline is not None and time.time() > self.deadline:
+                    yield TriggerEvent({"status": "error", "waited_s": time.time() - started,
+                                        "message": f"{target.describe()} did not settle in time"})
+                    return
+                if time.time() - last_progress >= PROGRESS_EVERY_S:
+                    self.log.info("waiting for %s to settle (%.0fs so far)", target.describe(), time.time() - started)
+                    last_progress = time.time()
+                await asyncio.sleep(self.poll_s)
+                continue
             if self.wait_ready:
                 if await asyncio.to_thread(target.candidate_ready, state):
                     yield TriggerEvent({"status": "ready", "waited_s": time.time() - started})

@@ -155,3 +155,73 @@ def test_approval_decision_from_a_hitl_result() -> None:
     for none in (None, {}, {"chosen_options": None, "responded_by_user": None}):
         approved, who, why = approval_decision(none)
         assert not approved and who == "nobody" and "no approval" in why
+
+
+class _BusyOnceTarget:
+    """An in-memory target that refuses the first traffic change as busy (a SageMaker endpoint still Updating):
+    the operator must defer until it settles, not wait in the worker. Real targets run in tests/integration."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.state: Any = None
+        self.weight = 0
+        self.busy = True
+
+    def read_state(self) -> Any:
+        from dataclasses import replace
+
+        return None if self.state is None else replace(self.state, weight=self.weight)
+
+    def load_state(self) -> Any:
+        return self.state
+
+    def serving_version(self) -> str:
+        return "1"
+
+    def save_state(self, state: Any) -> None:
+        self.state = state
+
+    def deploy_candidate(self, state: Any) -> None:
+        self.save_state(state)
+
+    def candidate_ready(self, state: Any) -> bool:
+        return True
+
+    def settled(self) -> bool:
+        return not self.busy
+
+    def apply_weight(self, state: Any) -> None:
+        from airflow_mlops.rollout.targets import TargetBusy
+
+        self.save_state(state)
+        if self.busy:
+            raise TargetBusy("endpoint is still Updating")
+        self.weight = state.weight
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+def test_a_busy_target_defers_until_it_settles_then_the_change_is_applied() -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    target = _BusyOnceTarget()
+
+    class Op(ModelRolloutOperator):
+        def _make_target(self, config: Any) -> Any:
+            return target
+
+    op = Op(task_id="t", model_name="m", candidate_version="2",
+            strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1}, target={"kind": "kubernetes"})
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": _Ti(1)})  # type: ignore[arg-type]
+    trigger = deferred.value.trigger
+    assert trigger.wait_settled and trigger.deadline is not None
+    assert target.state.weight == 50 and target.weight == 0  # recorded, not applied yet
+    target.busy = False
+    # Back from the trigger: the engine sees recorded 50 vs observed 0 and applies it again, then pauses.
+    with pytest.raises(TaskDeferred) as deferred:
+        op.resume({"ti": _Ti(1)}, {"status": "settled"})  # type: ignore[arg-type]
+    assert not deferred.value.trigger.wait_settled
+    assert target.weight == 50

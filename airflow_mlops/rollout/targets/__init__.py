@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_mlops.core.errors import SpecError
-from airflow_mlops.rollout.targets.base import TARGET_KINDS, Backend, RolloutTarget, check_target_kind
+from airflow_mlops.rollout.targets.base import TARGET_KINDS, Backend, RolloutTarget, TargetBusy, check_target_kind
 
-__all__ = ["TARGET_KINDS", "Backend", "RolloutTarget", "check_target_kind", "make_target"]
+__all__ = ["TARGET_KINDS", "Backend", "RolloutTarget", "TargetBusy", "check_target_kind", "make_target"]
 
 
 def make_target(config: Mapping[str, Any]) -> RolloutTarget:

@@ -26,6 +26,11 @@ class Backend:
     url: str | None = None
 
 
+class TargetBusy(RuntimeError):
+    """The target cannot take a traffic change now (e.g. a SageMaker endpoint still ``Updating``): the operator
+    defers until :meth:`RolloutTarget.settled` and applies the change again, instead of waiting in a worker."""
+
+
 class RolloutTarget(abc.ABC):
     """Deploy a candidate beside the stable version, shift traffic, persist rollout state, promote or roll back.
 
@@ -101,6 +106,10 @@ class RolloutTarget(abc.ABC):
         if state is None:
             return None
         return replace(state, weight=self.observed_weight(state))
+
+    def settled(self) -> bool:
+        """Whether the target can take a traffic change now (see :class:`TargetBusy`)."""
+        return True
 
     def describe(self) -> dict[str, Any]:
         """Where this target is, for logs and records."""

@@ -35,7 +35,7 @@ from typing import Any
 
 from airflow_mlops.core.errors import SpecError
 from airflow_mlops.core.rollout import RolloutState
-from airflow_mlops.rollout.targets.base import RolloutTarget
+from airflow_mlops.rollout.targets.base import RolloutTarget, TargetBusy
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class SageMakerTarget(RolloutTarget):
     :param data_capture_uri: S3 prefix for endpoint Data Capture (request + response, what the drift monitor's
         inference-log collector reads); None: no capture.
     :param data_capture_percent: share of requests captured.
-    :param settle_timeout_s: how long a weight change may wait for an ``Updating`` endpoint (short: long waits
-        are the operator's deferred ``candidate_ready`` polls).
+    :param settle_timeout_s: how long a traffic change waits in the worker for an ``Updating`` endpoint before
+        raising :class:`TargetBusy`, so the operator defers until it is InService (an update takes minutes).
     :param poll_s: seconds between those status checks.
     """
 
@@ -98,7 +98,7 @@ class SageMakerTarget(RolloutTarget):
     def __init__(self, name: str, image: str, execution_role_arn: str, tracking_uri: str | None = None,
                  model: str | None = None, aws_conn_id: str | None = "aws_default", region_name: str | None = None,
                  instance_type: str = "ml.m5.large", instance_count: int = 1, env: Mapping[str, str] | None = None,
-                 settle_timeout_s: float = 120.0, poll_s: float = 2.0, data_capture_uri: str | None = None,
+                 settle_timeout_s: float = 10.0, poll_s: float = 2.0, data_capture_uri: str | None = None,
                  data_capture_percent: int = 100) -> None:
         for field, value in (("name", name), ("image", image), ("execution_role_arn", execution_role_arn)):
             if not isinstance(value, str) or not value:
@@ -306,10 +306,10 @@ class SageMakerTarget(RolloutTarget):
             status = described.get("EndpointStatus")
             if status == "InService":
                 return described
-            if status not in ("Creating", "Updating", "SystemUpdating"):
+            if status not in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
                 raise RuntimeError(f"SageMaker endpoint {self.name} is {status}: {described.get('FailureReason')}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"SageMaker endpoint {self.name} still {status} after {self.settle_timeout_s:g}s")
+                raise TargetBusy(f"SageMaker endpoint {self.name} is still {status} after {self.settle_timeout_s:g}s")
             log.info("SageMaker endpoint %s is %s: waiting", self.name, status)
             time.sleep(self.poll_s)
 
@@ -350,6 +350,15 @@ class SageMakerTarget(RolloutTarget):
         if state.stable and self.backend_name(state.stable) not in present:
             variants = [(state.stable, 1.0)]
         self._swap_config([*variants, (state.candidate, 0.0)], state.model)
+
+    def settled(self) -> bool:
+        described = self.describe_endpoint()
+        if described is None:
+            return True  # nothing to wait for: the next call creates it (or says it is gone)
+        status = described.get("EndpointStatus")
+        if status in ("Failed", "UpdateRollbackFailed"):
+            raise RuntimeError(f"SageMaker endpoint {self.name} is {status}: {described.get('FailureReason')}")
+        return status == "InService"
 
     def candidate_ready(self, state: RolloutState) -> bool:
         described = self.describe_endpoint()

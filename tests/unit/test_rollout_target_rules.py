@@ -1,4 +1,5 @@
-"""The Kubernetes target's serving Deployment: schema-valid and admitted by the ``restricted`` Pod Security Standard.
+"""Target rules that need no cluster or AWS: the Kubernetes serving Deployment (schema-valid, admitted by the
+``restricted`` Pod Security Standard) and SageMaker's busy endpoint.
 
 The namespace in ``infra/k8s/namespace.yaml`` enforces ``restricted``; a Deployment whose pods fail it is created,
 but its ReplicaSet never gets a pod, so a rollout would wait for readiness until its timeout.
@@ -70,3 +71,28 @@ def test_target_resources_flow_into_the_manifest_and_bad_ones_are_rejected() -> 
         KubernetesTarget("churn", "churn", tracking_uri="http://mlflow:5000", resources={"cpus": 1})
     with pytest.raises(SpecError, match=r"target\.tracking_uri"):
         KubernetesTarget("churn", "churn")
+
+
+def test_sagemaker_endpoint_still_updating_is_busy_not_a_worker_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An UpdateEndpointWeightsAndCapacities call needs an InService endpoint; updates take minutes. The target
+    waits ``settle_timeout_s`` at most, then raises TargetBusy (the operator defers); the endpoint's status is
+    stubbed here, the calls themselves run against moto in tests/integration/test_rollout_sagemaker.py."""
+    import time
+
+    from airflow_mlops.rollout.targets import TargetBusy
+    from airflow_mlops.rollout.targets.sagemaker import SageMakerTarget
+
+    target = SageMakerTarget("churn", image="img", execution_role_arn="arn:aws:iam::1:role/r",
+                             tracking_uri="http://mlflow:5000", settle_timeout_s=0.2, poll_s=0.05)
+    status = {"EndpointStatus": "Updating", "EndpointArn": "arn", "ProductionVariants": []}
+    monkeypatch.setattr(target, "describe_endpoint", lambda: status)
+    started = time.monotonic()
+    with pytest.raises(TargetBusy, match="still Updating"):
+        target._set_weights({"v1": 100.0})
+    assert time.monotonic() - started < 5
+    assert target.settled() is False
+    status["EndpointStatus"] = "InService"
+    assert target.settled() is True
+    status.update(EndpointStatus="Failed", FailureReason="image not found")
+    with pytest.raises(RuntimeError, match="image not found"):
+        target.settled()
