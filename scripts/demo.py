@@ -126,7 +126,11 @@ def train(conf: dict, label: str) -> tuple[dict, dict]:
     best = tis["select_best"].xcom_pull(task_ids="select_best")
     version = tis["register"].xcom_pull(task_ids="register")
     promoted = str(tis["promote"].state) == "success"
-    return tis, {"version": version["version"], "best": best, "promoted": promoted,
+    verdicts = {task_id: (tis[task_id].xcom_pull(task_ids=task_id) or {}).get("passed")
+                for task_id in ("data_checks", "model_checks") if task_id in tis}
+    checks = ("checks passed" if verdicts and all(verdicts.values())
+              else "checks " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in verdicts.items()))
+    return tis, {"version": version["version"], "best": best, "promoted": promoted, "checks": checks,
                  "accuracy": best["metrics"]["test_accuracy"]}
 
 
@@ -181,7 +185,7 @@ def main() -> int:
 
     tis, first = train({"framework": framework}, "1/6 train a first model")
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
-    rows.append(("train #1", f"v{first['version']} test_accuracy {first['accuracy']:.4f}, checks passed, "
+    rows.append(("train #1", f"v{first['version']} test_accuracy {first['accuracy']:.4f}, {first['checks']}, "
                              f"{'@challenger' if first['promoted'] else 'rejected'}"))
     deployed = rollout({}, "2/6 first deployment of @challenger", None)
     rows.append(("rollout #1", f"first deployment: v{deployed['target'].serving_version()} serves 100%, "
@@ -198,8 +202,8 @@ def main() -> int:
 
     _, third = train({"framework": framework, "hp_grid": [picked], "fault_percent": 30},
                      "5/6 train a candidate with an injected serving fault (30% HTTP 500; offline it is fine)")
-    rows.append(("train #3 (fault 30%)", f"v{third['version']}: test_accuracy {third['accuracy']:.4f}, checks "
-                                          f"passed, {'@challenger' if third['promoted'] else 'rejected'}"))
+    rows.append(("train #3 (fault 30%)", f"v{third['version']}: test_accuracy {third['accuracy']:.4f}, "
+                                          f"{third['checks']}, {'@challenger' if third['promoted'] else 'rejected'}"))
     bad = rollout({}, "6/6 canary of the faulty @challenger under live traffic", data["test_uri"])
     rows.append(("rollout #3 (canary)", outcome(bad)))
 

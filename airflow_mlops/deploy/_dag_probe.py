@@ -82,5 +82,15 @@ def main(path: str) -> dict:
     return report
 
 
+def _import_path(extra: list[str]) -> None:
+    """``sys.path`` as Airflow's DAG processor has it: the DAGs folder and the plugins folder (MWAA: plugins.zip
+    extracted to /usr/local/airflow/plugins; a zip on ``sys.path`` imports the same), never this script's folder."""
+    here = sys.path[0]
+    sys.path[:] = [*extra, *(p for p in sys.path[1:] if p != here)]
+
+
 if __name__ == "__main__":
+    import os
+
+    _import_path([p for p in os.environ.get("MLOPS_PROBE_PATH", "").split(os.pathsep) if p])
     print(json.dumps(main(sys.argv[1])))

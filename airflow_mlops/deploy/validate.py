@@ -6,6 +6,7 @@ DAG files are imported one per fresh interpreter (``_dag_probe.py``), which may 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def _probe_env(airflow_home: str) -> dict[str, str]:
     return env
 
 
-def check_dag_file(path: Path, rel: str, *, python: str, budget_s: float, airflow_home: str) -> FileReport:
+def check_dag_file(path: Path, rel: str, *, python: str, budget_s: float, airflow_home: str,
+                   import_path: Sequence[Path] = ()) -> FileReport:
     """Import one DAG file in a fresh interpreter and apply the house rules.
 
     :param path: the file
@@ -92,12 +94,15 @@ def check_dag_file(path: Path, rel: str, *, python: str, budget_s: float, airflo
     :param python: interpreter to import it with
     :param budget_s: parse-time budget
     :param airflow_home: a scratch AIRFLOW_HOME
+    :param import_path: what Airflow puts on ``sys.path`` (the DAGs folder, plugins)
     """
+    env = _probe_env(airflow_home)
+    env["MLOPS_PROBE_PATH"] = os.pathsep.join(str(p) for p in import_path)
     proc = subprocess.run(
         [python, str(PROBE), str(path)],
         capture_output=True,
         text=True,
-        env=_probe_env(airflow_home),
+        env=env,
         cwd=str(path.parent),
         timeout=300,
         check=False,
@@ -134,20 +139,51 @@ def check_dag_file(path: Path, rel: str, *, python: str, budget_s: float, airflo
     return FileReport(rel, float(data["seconds"]), tuple(d["dag_id"] for d in data["dags"]), tuple(problems))
 
 
+def _ignored(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether ``.airflowignore`` (glob syntax, Airflow 3's default) excludes ``rel`` or a folder above it."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        anchored = pattern.lstrip("/")
+        pat = anchored.rstrip("/")
+        for cand in candidates:
+            if fnmatch.fnmatchcase(cand, pat) or ("/" not in pat and fnmatch.fnmatchcase(cand.rsplit("/", 1)[-1], pat)):
+                return True
+    return False
+
+
+def might_contain_dag(path: Path) -> bool:
+    """Airflow's safe-mode heuristic: a file is parsed as a DAG file only if it mentions both words."""
+    text = path.read_bytes().lower()
+    return b"airflow" in text and b"dag" in text
+
+
 def check_dags(
-    dags: Path, *, python: str = sys.executable, budget_s: float = DEFAULT_PARSE_BUDGET_S
+    dags: Path, *, python: str = sys.executable, budget_s: float = DEFAULT_PARSE_BUDGET_S,
+    plugins: Path | None = None,
 ) -> list[FileReport]:
-    """Check every ``*.py`` under the DAGs folder (``__init__``/underscored helpers skipped).
+    """Check every DAG file under the DAGs folder as Airflow picks them.
+
+    Skipped, as Airflow skips them: what ``.airflowignore`` (glob syntax) excludes, ``__init__``/underscored
+    modules, and helper modules that mention neither ``airflow`` nor ``dag`` (safe mode); the DAGs folder and
+    ``plugins`` (a folder or ``plugins.zip``) are on the import path, so DAGs importing helpers beside them work.
 
     :param dags: the DAGs folder
     :param python: interpreter for the probes
     :param budget_s: parse-time budget per file
+    :param plugins: the plugins folder or plugins.zip
     """
     dags = dags.resolve()  # the probe runs with the DAG's folder as cwd
-    files = sorted(p for p in dags.rglob("*.py") if not p.name.startswith("_") and "__pycache__" not in p.parts)
+    ignore = dags / ".airflowignore"
+    patterns = [line.split("#", 1)[0].strip() for line in ignore.read_text().splitlines()] if ignore.is_file() else []
+    patterns = [p for p in patterns if p]
+    files = sorted(p for p in dags.rglob("*.py") if not p.name.startswith("_") and "__pycache__" not in p.parts
+                   and not _ignored(p.relative_to(dags).as_posix(), patterns) and might_contain_dag(p))
+    import_path = [dags, *([plugins.resolve()] if plugins is not None and plugins.exists() else [])]
     with tempfile.TemporaryDirectory(prefix="mwaa-validate-") as home:
         return [
-            check_dag_file(p, p.relative_to(dags).as_posix(), python=python, budget_s=budget_s, airflow_home=home)
+            check_dag_file(p, p.relative_to(dags).as_posix(), python=python, budget_s=budget_s, airflow_home=home,
+                           import_path=import_path)
             for p in files
         ]
 
@@ -325,7 +361,7 @@ def validate_bundle(
         raise DeployError(f"python: {python} cannot import airflow:\n{proc.stderr.strip()[-800:]}")
     py_version, af_version = proc.stdout.split()
     report.notes.append(f"imported with Python {py_version}, Airflow {af_version} ({python})")
-    report.files = check_dags(bundle.dags, python=python, budget_s=budget_s)
+    report.files = check_dags(bundle.dags, python=python, budget_s=budget_s, plugins=bundle.plugins_zip)
     report.problems += check_plugins_zip(bundle.plugins_zip, bundle.requirements_txt)
     report.problems += check_requirements(bundle)
     if resolve:

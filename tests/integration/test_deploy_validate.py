@@ -61,6 +61,35 @@ def test_each_problem_is_reported_per_file(dags: Path) -> None:
     assert "sloppy: retries=0 on a, b, c" in sloppy
 
 
+def test_dags_import_helpers_beside_them_and_airflowignore_is_honoured(tmp_path: Path) -> None:
+    """As Airflow's DAG processor: the DAGs folder and plugins are importable, helper modules (no "airflow" and
+    "dag" in them) are not DAG files, .airflowignore excludes files and folders; names of our own modules
+    (validate, bundle) do not shadow a DAG's imports."""
+    folder = tmp_path / "dags"
+    (folder / "common").mkdir(parents=True)
+    (folder / "common" / "__init__.py").write_text("")
+    (folder / "common" / "defaults.py").write_text("OWNER = 'ml-platform'\n")
+    (folder / "bundle.py").write_text("VALUE = 1\n")  # a helper named like a module next to the probe
+    (folder / "uses_helpers.py").write_text(GOOD.replace('"good"', '"uses_helpers"').replace(
+        "from airflow.sdk import DAG", "from airflow.sdk import DAG\nfrom common.defaults import OWNER\n"
+        "import bundle\nassert bundle.VALUE == 1"))
+    (folder / "scratch").mkdir()
+    (folder / "scratch" / "wip.py").write_text(BROKEN)
+    (folder / "old_broken.py").write_text(BROKEN)
+    (folder / ".airflowignore").write_text("scratch/\nold_*.py  # retired\n")
+    plugins = tmp_path / "plugins.zip"
+    import zipfile
+
+    with zipfile.ZipFile(plugins, "w") as zf:
+        zf.writestr("team_plugin_helpers.py", "TAGS = ['from-plugins']\n")
+    (folder / "uses_plugins.py").write_text(GOOD.replace('"good"', '"uses_plugins"').replace(
+        "from airflow.sdk import DAG", "from airflow.sdk import DAG\nfrom team_plugin_helpers import TAGS"))
+    reports = {r.file: r for r in check_dags(folder, budget_s=30, plugins=plugins)}
+    assert sorted(reports) == ["uses_helpers.py", "uses_plugins.py"]
+    assert reports["uses_helpers.py"].problems == (), reports["uses_helpers.py"].problems
+    assert reports["uses_plugins.py"].problems == (), reports["uses_plugins.py"].problems
+
+
 def test_relative_dags_folder(dags: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(dags.parent)
     assert [r.problems for r in check_dags(Path("dags"), budget_s=30) if r.file == "good.py"] == [()]
