@@ -247,7 +247,10 @@ def test_contract_deploy_weights_state_promote(aws: dict[str, Any]) -> None:
     _wait_ready(target, state)
     assert _variants(aws) == {"v2": 1.0} and target.serving_version() == "2"
     assert target.read_state() == state
-    target.prune()  # InService now: the retired version's Model and the old config go
+    target.prune()  # InService now: the old config goes; keep_previous (the default) keeps v1's Model for a rollback
+    assert _models(aws) == {"contract-ep-v1", "contract-ep-v2"} and _configs(aws) == [config]
+    target.save_state(replace(state, strategy={**state.strategy, "keep_previous": False}))
+    target.prune()  # without keep_previous the retired version's Model goes too
     assert _models(aws) == {"contract-ep-v2"} and _configs(aws) == [config]
 
     target.cleanup()
