@@ -122,6 +122,9 @@ STRATEGY = (
 )
 CANDIDATE = "{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}"
 STABLE = "{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}"
+# The switch runs after a failed approval too (trigger_rule all_done), so also when resolve failed: empty, it skips.
+SWITCH_CANDIDATE = "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('candidate_version') or '' }}"
+SWITCH_STABLE = "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('stable_version') or '' }}"
 
 with DAG(
     dag_id="mlops_progressive_rollout",
@@ -201,8 +204,8 @@ with DAG(
     switch = ModelRolloutOperator(
         task_id="switch",
         model_name="{{ params.model_name }}",
-        candidate_version=CANDIDATE,
-        stable_version=STABLE,
+        candidate_version=SWITCH_CANDIDATE,
+        stable_version=SWITCH_STABLE,
         strategy=STRATEGY,
         target=TARGET,
         analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",

@@ -249,12 +249,17 @@ class ModelRolloutOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         started = time.perf_counter()
-        strategy = _as_strategy(self.strategy)
-        self._check_providers(strategy, self._settings())
-        config = self._target_config = self._config()
+        try:
+            strategy = _as_strategy(self.strategy)
+            self._check_providers(strategy, self._settings())
+            config = self._target_config = self._config()
+            target = self._make_target(config)
+        except SpecError as err:
+            # A bad strategy, target or analysis setting does not fix itself: fail now, without retries, before
+            # anything is deployed.
+            raise AirflowFailException(f"invalid rollout configuration: {err}") from err
         owner = self._owner = self._owner_of(context)
         candidate = str(self.candidate_version)
-        target = self._make_target(config)
         state = target.read_state()
         if self.adopt_from:
             state = self._adopt(context, target, state, owner, candidate)

@@ -169,6 +169,7 @@ def test_without_a_prometheus_url_nothing_is_deployed(on_kubernetes: dict[str, A
     cluster, (_, v2, _) = on_kubernetes["cluster"], on_kubernetes["versions"]
     tis = _run(candidate_version=v2)
     assert str(tis["rollout"].state) == "failed"
+    assert tis["rollout"].try_number == 1, "a configuration error is not retried"
     assert _deployment(cluster, f"{ENDPOINT}-v{v2}") is None
     assert _route_weights(cluster) == {f"{ENDPOINT}-v1": 100}
     assert on_kubernetes["target"].read_state() is None, "no rollout state without an owner"
