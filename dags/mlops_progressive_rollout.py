@@ -120,11 +120,21 @@ STRATEGY = (
     " 'scale_down_delay_s': params.scale_down_seconds} | tojson }}"
     "{% endif %}"
 )
-CANDIDATE = "{{ ti.xcom_pull(task_ids='resolve')['candidate_version'] }}"
-STABLE = "{{ ti.xcom_pull(task_ids='resolve')['stable_version'] or '' }}"
-# The switch runs after a failed approval too (trigger_rule all_done), so also when resolve failed: empty, it skips.
-SWITCH_CANDIDATE = "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('candidate_version') or '' }}"
-SWITCH_STABLE = "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('stable_version') or '' }}"
+# What both rollout tasks share. The switch runs after a failed approval too (trigger_rule all_done), so also when
+# resolve failed: the versions render empty then, and it skips.
+ROLLOUT = {
+    "model_name": "{{ params.model_name }}",
+    "candidate_version": "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('candidate_version') or '' }}",
+    "stable_version": "{{ (ti.xcom_pull(task_ids='resolve') or {}).get('stable_version') or '' }}",
+    "strategy": STRATEGY,
+    "target": TARGET,
+    "analysis_settings": "{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
+    "champion_alias": "champion",
+    "on_kill": "rollback",
+    "on_retry": "continue",
+    "ready_timeout_s": 900,
+    "poll_s": 2,
+}
 
 with DAG(
     dag_id="mlops_progressive_rollout",
@@ -169,17 +179,7 @@ with DAG(
 
     rollout = ModelRolloutOperator(
         task_id="rollout",
-        model_name="{{ params.model_name }}",
-        candidate_version=CANDIDATE,
-        stable_version=STABLE,
-        strategy=STRATEGY,
-        target=TARGET,
-        analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
-        champion_alias="champion",
-        on_kill="rollback",
-        on_retry="continue",
-        ready_timeout_s=900,
-        poll_s=2,
+        **ROLLOUT,
         pause_at_approval=True,  # the gate is a HITL task below, visible in the UI, not a silent wait
     )
 
@@ -203,22 +203,12 @@ with DAG(
 
     switch = ModelRolloutOperator(
         task_id="switch",
-        model_name="{{ params.model_name }}",
-        candidate_version=SWITCH_CANDIDATE,
-        stable_version=SWITCH_STABLE,
-        strategy=STRATEGY,
-        target=TARGET,
-        analysis_settings="{{ var.json.get('mlops_rollout_analysis_settings', {}) | tojson }}",
+        **ROLLOUT,
         adopt_from="rollout",
         # The HITL result without its datetime (not JSON); none when the approval timed out or failed.
         approval=("{% set r = ti.xcom_pull(task_ids='approve_switch') or {} %}"
                   "{{ {'chosen_options': r.get('chosen_options'), 'responded_by_user': r.get('responded_by_user'),"
                   " 'params_input': r.get('params_input')} | tojson }}"),
-        champion_alias="champion",
-        on_kill="rollback",
-        on_retry="continue",
-        ready_timeout_s=900,
-        poll_s=2,
         trigger_rule="all_done",  # also after a timed-out or failed approval: that rejects, i.e. rolls back
     )
 

@@ -79,12 +79,10 @@ def test_passing_checks_attach_the_report_to_the_mlflow_run(airflow_db: Path, ml
     assert mlflow.__version__
 
 
-def test_drift_operator_flags_shifted_features_and_predictions(airflow_db: Path, mlops_home: Path,
-                                                               tmp_path: Path) -> None:
+def drift_inputs(tmp_path: Path, reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, str]:
+    """Reference and current data as Parquet, each with the predictions of a fixed model of f0 (run conf)."""
     import numpy as np
 
-    reference, current = clean_frame(seed=5), clean_frame(seed=6).drop(columns=["target"])
-    current["f0"] = current["f0"] + 2.5  # inputs moved, and with them the model's outputs
     paths = {}
     for name, frame in (("reference", reference), ("current", current)):
         paths[name] = str(tmp_path / f"{name}.parquet")
@@ -93,6 +91,15 @@ def test_drift_operator_flags_shifted_features_and_predictions(airflow_db: Path,
         paths[f"{name}_predictions"] = str(tmp_path / f"{name}_pred.parquet")
         pd.DataFrame({"y_pred": (p1 > 0.5).astype(int), "proba_0": 1 - p1, "proba_1": p1}).to_parquet(
             paths[f"{name}_predictions"], index=False)
+    return paths
+
+
+def test_drift_operator_flags_shifted_features_and_predictions(airflow_db: Path, mlops_home: Path,
+                                                               tmp_path: Path) -> None:
+
+    reference, current = clean_frame(seed=5), clean_frame(seed=6).drop(columns=["target"])
+    current["f0"] = current["f0"] + 2.5  # inputs moved, and with them the model's outputs
+    paths = drift_inputs(tmp_path, reference, current)
     run = load_dag("checks_drift_test").test(run_conf=paths)
     (ti,) = run.get_task_instances()
     assert str(ti.state) == "success"  # gate warn
@@ -106,17 +113,9 @@ def test_a_run_where_no_check_could_run_fails_even_with_gate_warn(airflow_db: Pa
                                                                  capfd: pytest.CaptureFixture[str]) -> None:
     """A crash is not a verdict: the drift DAG's gate is warn, and a drift run in which neither drift check could
     run (5 current rows: deepchecks needs 10) must fail the task, not report "failed checks" to act on."""
-    import numpy as np
 
     reference, current = clean_frame(seed=5), clean_frame(rows=5, seed=6).drop(columns=["target"])
-    paths = {}
-    for name, frame in (("reference", reference), ("current", current)):
-        paths[name] = str(tmp_path / f"{name}.parquet")
-        frame.to_parquet(paths[name], index=False)
-        p1 = 1 / (1 + np.exp(-frame["f0"].to_numpy()))
-        paths[f"{name}_predictions"] = str(tmp_path / f"{name}_pred.parquet")
-        pd.DataFrame({"y_pred": (p1 > 0.5).astype(int), "proba_0": 1 - p1, "proba_1": p1}).to_parquet(
-            paths[f"{name}_predictions"], index=False)
+    paths = drift_inputs(tmp_path, reference, current)
     run = load_dag("checks_drift_test").test(run_conf=paths)
     (ti,) = run.get_task_instances()
     assert str(ti.state) == "failed"  # not success (gate warn), not up_for_retry (the DAG has retries=1)

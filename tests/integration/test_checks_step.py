@@ -273,7 +273,10 @@ print(json.dumps({"airflow_mlops": airflow_mlops.__file__, "sklearn": sklearn.__
 def test_a_wheel_install_site_packages_does_not_shadow_the_pinned_libraries(
         checks_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed from a wheel, the package lives in the Airflow env's site-packages, next to its own scikit-learn,
-    numpy and pandas. The step must import the package from there and every library from the checks venv."""
+    numpy and pandas. The step must import the package from there and every library from the checks venv.
+
+    No wheel install can be made in this editable checkout, so ``checks_env.PACKAGE_DIR`` (where the runtime finds
+    the package) is pointed at a copy of it in a fake site-packages; the checks venv and deepchecks are real."""
     from airflow_mlops.operators.checks import ChecksOperator
 
     site = tmp_path / "site-packages"

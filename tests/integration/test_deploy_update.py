@@ -323,6 +323,9 @@ def test_smoke_run_failure_and_path_limit(mwaa: Any) -> None:
 
 
 def test_cli_update_gives_the_smoke_run_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the CLI's argument wiring: ``update_environment`` and ``smoke_run`` themselves run above against
+    botocore's Stubber with the real MWAA service model. Here they, the boto clients and the bundle loader are
+    replaced because MWAA cannot run here and the point is which timeout reaches which call."""
     from types import SimpleNamespace
 
     from airflow_mlops.deploy import cli, update

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_mlops.hooks.mlflow import MlflowHook
 from tests.dagfiles import load_dag
+from tests.integration.hitl import answer_when_waiting
 from tests.integration.registry_support import make_versions
 
 pytestmark = pytest.mark.slow
@@ -153,35 +154,10 @@ def test_sensor_timeout_says_what_it_awaited_and_saw(airflow_db: Path, mlops_hom
 
 def test_human_approval_gates_promotion_and_is_audited(airflow_db: Path, mlops_home: Path, tmp_path: Path) -> None:
     """The response goes through the public HITL API's own handler, as the Required Actions UI sends it."""
-    from types import SimpleNamespace
-
-    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-
     hook = MlflowHook()
     make_versions(hook.get_client(), tmp_path, "approval_model", [{"acc": 0.9}])
     answered: list[str] = []
-
-    def alice_approves() -> None:
-        user = SimpleNamespace(get_id=lambda: "alice", get_name=lambda: "Alice")
-        for _ in range(240):
-            time.sleep(0.5)
-            with create_session() as session:
-                ti = session.query(TaskInstance).filter(TaskInstance.dag_id == "registry_approval",
-                                                        TaskInstance.task_id == "approve").one_or_none()
-                if ti is None or ti.state != TaskInstanceState.AWAITING_INPUT:
-                    continue
-                update_hitl_detail(dag_id="registry_approval", dag_run_id=ti.run_id, task_id="approve",
-                                   update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=["Approve"]),
-                                   user=user, session=session)
-                answered.append(ti.run_id)
-                return
-
-    responder = threading.Thread(target=alice_approves)
-    responder.start()
+    responder = answer_when_waiting("registry_approval", "approve", "Approve", answered)
     run = load_dag("registry_approval").test()
     responder.join()
     assert answered, "the approval task never waited for input"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.dagfiles import load_dag
+from tests.integration.hitl import answer_when_waiting
 from tests.integration.test_rollout_local import Traffic
 
 pytestmark = pytest.mark.slow
@@ -131,36 +131,7 @@ def test_unknown_candidate_version_fails_before_touching_the_target(registry: di
 
 
 def _answer_switch(option: str, answered: list[str]) -> threading.Thread:
-    """A person answers the approve_switch task through the public HITL API's own handler (as the UI does)."""
-
-    def respond() -> None:
-        from types import SimpleNamespace
-
-        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-
-        user = SimpleNamespace(get_id=lambda: "carol", get_name=lambda: "Carol")
-        for _ in range(480):
-            time.sleep(0.5)
-            with create_session() as session:
-                ti = session.query(TaskInstance).filter(TaskInstance.dag_id == "mlops_progressive_rollout",
-                                                        TaskInstance.task_id == "approve_switch",
-                                                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
-                                                        ).one_or_none()
-                if ti is None:
-                    continue
-                update_hitl_detail(dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id,
-                                   update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option]),
-                                   user=user, session=session)
-                answered.append(ti.run_id)
-                return
-
-    thread = threading.Thread(target=respond, daemon=True)
-    thread.start()
-    return thread
+    return answer_when_waiting("mlops_progressive_rollout", "approve_switch", option, answered, "carol", "Carol", 240)
 
 
 def test_blue_green_switch_waits_for_a_person_in_the_ui(registry: dict[str, str], mlops_home: Path) -> None:

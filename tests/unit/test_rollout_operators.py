@@ -73,17 +73,23 @@ def test_prometheus_analysis_without_a_url_fails_naming_the_variable() -> None:
                              analysis_settings="[1, 2]")._settings()
 
 
-class _HalfDeployTarget:
-    """An in-memory target whose candidate deploy fails after the state is persisted (e.g. a quota error on the
-    second object): the pure operator logic is under test here; real targets run in tests/integration."""
+class _MemoryTarget:
+    """An in-memory target: the pure operator logic is under test here; real targets run in tests/integration.
+    ``weight`` is what the target applies, ``state`` what it persisted."""
 
     kind = "memory"
 
     def __init__(self) -> None:
         self.state: Any = None
+        self.weight = 0
         self.rolled_back = 0
 
     def read_state(self) -> Any:
+        from dataclasses import replace
+
+        return None if self.state is None else replace(self.state, weight=self.weight)
+
+    def load_state(self) -> Any:
         return self.state
 
     def serving_version(self) -> str:
@@ -94,14 +100,40 @@ class _HalfDeployTarget:
 
     def deploy_candidate(self, state: Any) -> None:
         self.save_state(state)
-        raise RuntimeError("exceeded quota: pods")
+
+    def candidate_ready(self, state: Any) -> bool:
+        return True
+
+    def apply_weight(self, state: Any) -> None:
+        self.save_state(state)
+        self.weight = state.weight
 
     def rollback(self, state: Any) -> None:
         self.rolled_back += 1
         self.save_state(state)
+        self.weight = 0
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind}
+
+
+class _HalfDeployTarget(_MemoryTarget):
+    """Its candidate deploy fails after the state is persisted (e.g. a quota error on the second object)."""
+
+    def deploy_candidate(self, state: Any) -> None:
+        self.save_state(state)
+        raise RuntimeError("exceeded quota: pods")
+
+
+def _operator_on(target: _MemoryTarget, **kwargs: Any) -> ModelRolloutOperator:
+    """A canary rollout operator whose target is ``target``."""
+
+    class Op(ModelRolloutOperator):
+        def _make_target(self, config: Any) -> Any:
+            return target
+
+    return Op(task_id="t", model_name="m", candidate_version="2", target={"kind": "kubernetes"},
+              strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1}, **kwargs)
 
 
 class _Ti:
@@ -115,13 +147,7 @@ class _Ti:
 def test_a_failed_candidate_deploy_is_rolled_back_on_the_last_try(retries: int, try_number: int,
                                                                   rolled_back: int) -> None:
     target = _HalfDeployTarget()
-
-    class Op(ModelRolloutOperator):
-        def _make_target(self, config: Any) -> Any:
-            return target
-
-    op = Op(task_id="t", model_name="m", candidate_version="2", retries=retries,
-            strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1}, target={"kind": "kubernetes"})
+    op = _operator_on(target, retries=retries)
     with pytest.raises(RuntimeError, match="quota"):
         op.execute({"ti": _Ti(try_number)})  # type: ignore[arg-type]
     assert target.rolled_back == rolled_back
@@ -157,36 +183,13 @@ def test_approval_decision_from_a_hitl_result() -> None:
         assert not approved and who == "nobody" and "no approval" in why
 
 
-class _BusyOnceTarget:
-    """An in-memory target that refuses the first traffic change as busy (a SageMaker endpoint still Updating):
-    the operator must defer until it settles, not wait in the worker. Real targets run in tests/integration."""
-
-    kind = "memory"
+class _BusyOnceTarget(_MemoryTarget):
+    """Refuses traffic changes as busy (a SageMaker endpoint still Updating) until ``busy`` is cleared: the operator
+    must defer until it settles, not wait in the worker."""
 
     def __init__(self) -> None:
-        self.state: Any = None
-        self.weight = 0
+        super().__init__()
         self.busy = True
-
-    def read_state(self) -> Any:
-        from dataclasses import replace
-
-        return None if self.state is None else replace(self.state, weight=self.weight)
-
-    def load_state(self) -> Any:
-        return self.state
-
-    def serving_version(self) -> str:
-        return "1"
-
-    def save_state(self, state: Any) -> None:
-        self.state = state
-
-    def deploy_candidate(self, state: Any) -> None:
-        self.save_state(state)
-
-    def candidate_ready(self, state: Any) -> bool:
-        return True
 
     def settled(self) -> bool:
         return not self.busy
@@ -194,26 +197,17 @@ class _BusyOnceTarget:
     def apply_weight(self, state: Any) -> None:
         from airflow_mlops.rollout.targets import TargetBusy
 
-        self.save_state(state)
         if self.busy:
+            self.save_state(state)
             raise TargetBusy("endpoint is still Updating")
-        self.weight = state.weight
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind}
+        super().apply_weight(state)
 
 
 def test_a_busy_target_defers_until_it_settles_then_the_change_is_applied() -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
     target = _BusyOnceTarget()
-
-    class Op(ModelRolloutOperator):
-        def _make_target(self, config: Any) -> Any:
-            return target
-
-    op = Op(task_id="t", model_name="m", candidate_version="2",
-            strategy={"kind": "canary", "steps": [50, 100], "pause_s": 1}, target={"kind": "kubernetes"})
+    op = _operator_on(target)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"ti": _Ti(1)})  # type: ignore[arg-type]
     trigger = deferred.value.trigger

@@ -76,7 +76,8 @@ def test_target_resources_flow_into_the_manifest_and_bad_ones_are_rejected() -> 
 def test_sagemaker_endpoint_still_updating_is_busy_not_a_worker_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """An UpdateEndpointWeightsAndCapacities call needs an InService endpoint; updates take minutes. The target
     waits ``settle_timeout_s`` at most, then raises TargetBusy (the operator defers); the endpoint's status is
-    stubbed here, the calls themselves run against moto in tests/integration/test_rollout_sagemaker.py."""
+    stubbed here (``describe_endpoint``: moto's endpoints are InService at once, so it cannot show an Updating
+    one); the calls themselves run against moto in tests/integration/test_rollout_sagemaker.py."""
     import time
 
     from airflow_mlops.rollout.targets import TargetBusy
