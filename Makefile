@@ -34,8 +34,12 @@ typecheck: venv
 contracts: venv
 	$(BIN)/lint-imports
 
-# pytest exit code 5 ("no tests collected") is a failure here, never a silent pass.
+# pytest exit code 5 ("no tests collected") is a failure here, never a silent pass. The benchmarks are not run
+# (make bench runs them) but are collected, so one that no longer imports fails the suite.
 pytest: venv checks-env
+	$(BIN)/python -m pytest --collect-only -q -p no:cacheprovider tests/benchmarks > /dev/null \
+	  || { echo "tests/benchmarks no longer import (make bench would fail):"; \
+	       $(BIN)/python -m pytest --collect-only -q -p no:cacheprovider tests/benchmarks | tail -20; exit 1; }
 	$(BIN)/python -m pytest tests --ignore=$(CURDIR)/tests/benchmarks --durations=25; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

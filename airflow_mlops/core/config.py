@@ -31,6 +31,8 @@ SETTINGS: Mapping[str, tuple[str, str]] = {
     "mlops_git_sha": ("", "git sha recorded on runs (CI sets it on deploy); empty: `git rev-parse` if possible"),
     "mlops_checks_image": (DEFAULT_CHECKS_IMAGE, "image for data/model checks on Kubernetes (pinned deepchecks; "
                                                  "`docker/checks.Dockerfile`)"),
+    "mlops_serving_image": ("", "serving image for the kubernetes and kserve rollout targets when the target config "
+                                "names none (the deploy sets it to the digest CI built); empty: the target's default"),
     "mlops_automation_level": ("auto", "promotion after a passing comparison: `auto`, or `approve` (a person "
                                        "approves in the Airflow UI, HITL)"),
     "mlops_rollout_target": ("local", "where models roll out: `local` (router + MLflow scoring servers), "
@@ -69,6 +71,7 @@ class MlopsConfig:
     git_sha: str | None
     checks_image: str = DEFAULT_CHECKS_IMAGE
     checks_python: str | None = None
+    serving_image: str | None = None
 
     @classmethod
     def resolve(cls, lookup: Callable[[str], str | None], env: Mapping[str, str] | None = None) -> MlopsConfig:
@@ -94,4 +97,5 @@ class MlopsConfig:
             git_sha=get("mlops_git_sha") or None,
             checks_image=get("mlops_checks_image"),
             checks_python=get("mlops_checks_python") or None,
+            serving_image=get("mlops_serving_image") or None,
         )

@@ -2,12 +2,20 @@
 
 Layout written under ``out``::
 
-    dags/                      the repository's dags/ plus the vendored constraints file
-    plugins.zip                zipped from inside plugins/ (no top folder), with the airflow-mlops wheel
-                               and optionally a wheelhouse for private-network environments
-    requirements.txt           --constraint "/usr/local/airflow/dags/<constraints>", pinned requirements
+    dags/                      the repository's dags/, as-is
+    plugins.zip                zipped from inside plugins/ (no top folder), with the airflow-mlops wheel, the
+                               constraints file, and optionally a wheelhouse for private-network environments
+    requirements.txt           --constraint "/usr/local/airflow/plugins/<constraints>", pinned requirements
     startup.sh                 optional startup script
-    manifest.json              sha256 of every artifact
+    manifest.json              sha256 of every artifact, and the install set's digest
+
+**One consistent install set.** Everything ``requirements.txt`` names lives inside ``plugins.zip``: the
+constraints file and the wheels. MWAA reads both by S3 object version, and one UpdateEnvironment names both
+versions, so every component that installs (scheduler, web server, every worker, including one that autoscaling
+starts a week later) gets the same requirements with the same constraints. Nothing is read from ``dags/``, whose
+objects change on every sync and are not versioned per update: a constraints file there was missing on a first
+deploy (the update ran before the sync) and drifted under workers that started later. A rollback to older
+requirements/plugins versions restores the matching constraints with them.
 
 Every artifact is byte-for-byte reproducible from the same sources (fixed zip timestamps, sorted entries,
 SOURCE_DATE_EPOCH for the wheel), so an unchanged tree produces unchanged hashes and no MWAA update.
@@ -27,7 +35,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airflow_mlops.deploy import MWAA_DAGS_ROOT, MWAA_PLUGINS_ROOT, DeployError
+from airflow_mlops.deploy import MWAA_PLUGINS_ROOT, DeployError
 
 CONSTRAINTS_DIR = Path(__file__).resolve().parent / "constraints"
 DEFAULT_AIRFLOW_VERSION = "3.3.1"
@@ -89,14 +97,7 @@ def read_pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def _package_requirements() -> list[str]:
-    """The airflow-mlops distribution's own runtime requirements (no extras), as declared names."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        declared = requires(PACKAGE_NAME) or []
-    except PackageNotFoundError as exc:  # pragma: no cover - the CLI runs from an install
-        raise DeployError(f"{PACKAGE_NAME} is not installed: pip install -e . first") from exc
+def _requirement_names(declared: list[str]) -> list[str]:
     names = []
     for req in declared:
         if "extra ==" in req:
@@ -105,6 +106,30 @@ def _package_requirements() -> list[str]:
         if match:
             names.append(canonical_name(match.group(0)))
     return names
+
+
+def _package_requirements(wheel: Path | None = None) -> list[str]:
+    """The airflow-mlops distribution's own runtime requirements (no extras), as canonical names.
+
+    :param wheel: the wheel the bundle ships: its METADATA is what MWAA installs, so it is read first; without one,
+        the installed distribution's metadata
+    """
+    if wheel is not None:
+        from email.parser import Parser
+
+        with zipfile.ZipFile(wheel) as zf:
+            meta = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
+            if meta is None:
+                raise DeployError(f"wheel: {wheel.name} has no .dist-info/METADATA")
+            message = Parser().parsestr(zf.read(meta).decode())
+        return _requirement_names(message.get_all("Requires-Dist") or [])
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires(PACKAGE_NAME) or []
+    except PackageNotFoundError as exc:  # pragma: no cover - the CLI runs from an install
+        raise DeployError(f"{PACKAGE_NAME} is not installed: pip install -e . first") from exc
+    return _requirement_names(declared)
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,7 @@ class BundleSpec:
     :param wheelhouse: folder of wheels to put inside plugins.zip; requirements then install with --no-index
     :param startup_script: optional MWAA startup script (shell)
     :param package_wheel: include the airflow-mlops wheel (built from ``repo``) in plugins.zip
+    :param extra_requirements: more distributions the DAGs need (names, pinned from the constraints file)
     """
 
     repo: Path
@@ -129,6 +155,7 @@ class BundleSpec:
     wheelhouse: Path | None = None
     startup_script: Path | None = None
     package_wheel: bool = True
+    extra_requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.airflow_version):
@@ -142,6 +169,12 @@ class BundleSpec:
             raise DeployError(f"wheelhouse: {self.wheelhouse} holds no .whl files")
         if self.startup_script is not None and not self.startup_script.is_file():
             raise DeployError(f"startup_script: {self.startup_script} is not a file")
+        for name in self.extra_requirements:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+                raise DeployError(
+                    f"extra_requirements: {name!r} is not a distribution name (give the name only; the version "
+                    "comes from the constraints file)"
+                )
         if self.out.resolve() in {self.repo.resolve(), (self.repo / "dags").resolve()}:
             raise DeployError(f"out: {self.out} would overwrite the sources; pick e.g. build/mwaa")
 
@@ -151,15 +184,19 @@ class Bundle:
     """A built bundle.
 
     :param root: the output folder
-    :param constraints_name: file name of the constraints file inside dags/
+    :param constraints_name: file name of the constraints file at the root of plugins.zip
     :param hashes: sha256 per artifact path relative to root (dags files included)
     :param requirements: the pinned requirement lines
+    :param airflow_version: the MWAA Airflow version the bundle was built for
+    :param python_version: the MWAA Python version it was built for
     """
 
     root: Path
     constraints_name: str
     hashes: dict[str, str] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
+    airflow_version: str = DEFAULT_AIRFLOW_VERSION
+    python_version: str = DEFAULT_PYTHON_VERSION
 
     @property
     def dags(self) -> Path:
@@ -192,7 +229,20 @@ class Bundle:
         if not manifest.is_file():
             raise DeployError(f"bundle: {root} has no manifest.json; run `airflow-mlops deploy bundle` first")
         data = json.loads(manifest.read_text())
-        return cls(root, data["constraints_name"], data["hashes"], tuple(data["requirements"]))
+        return cls(root, data["constraints_name"], data["hashes"], tuple(data["requirements"]),
+                   data.get("airflow_version", DEFAULT_AIRFLOW_VERSION),
+                   data.get("python_version", DEFAULT_PYTHON_VERSION))
+
+    @property
+    def install_set(self) -> str:
+        """Digest of what MWAA installs (Airflow version, requirements.txt, plugins.zip, startup script).
+
+        Two bundles with the same install set need no environment update, whatever their DAGs hold.
+        """
+        parts = [self.airflow_version] + [
+            f"{name}={self.hashes.get(name, '-')}" for name in ("requirements.txt", "plugins.zip", "startup.sh")
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def _iter_files(folder: Path) -> list[Path]:
@@ -262,13 +312,13 @@ def render_requirements(
 ) -> list[str]:
     """requirements.txt lines: the constraint as MWAA expects it, then one pinned line per requirement.
 
-    :param constraints_name: constraints file name inside the DAGs folder
+    :param constraints_name: constraints file name at the root of plugins.zip
     :param pins: version per canonical name (the constraints file plus the package itself)
     :param names: canonical names to pin
     :param no_index: install only from plugins.zip (private-network environments)
     :param find_links: look for wheels in the unpacked plugins.zip
     """
-    lines = [f'--constraint "{MWAA_DAGS_ROOT}/{constraints_name}"']
+    lines = [f'--constraint "{MWAA_PLUGINS_ROOT}/{constraints_name}"']
     if find_links:
         lines.append(f"--find-links {MWAA_PLUGINS_ROOT}")
     if no_index:
@@ -298,25 +348,31 @@ def build_bundle(spec: BundleSpec, log=print) -> Bundle:
     dags_out = spec.out / "dags"
     shutil.copytree(spec.repo / "dags", dags_out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
     constraints_name = constraints.name
-    shutil.copyfile(constraints, dags_out / constraints_name)
 
     entries = [(p.relative_to(spec.repo / "plugins").as_posix(), p) for p in _iter_files(spec.repo / "plugins")]
+    if any(name == constraints_name for name, _ in entries):
+        raise DeployError(f"plugins: plugins/{constraints_name} would be shadowed by the bundled constraints file")
+    # At the zip's root: MWAA unpacks plugins.zip into /usr/local/airflow/plugins before it installs requirements.
+    entries.append((constraints_name, constraints))
     with tempfile.TemporaryDirectory() as tmp:
         wheels: list[Path] = []
-        if spec.package_wheel:
-            wheels.append(build_package_wheel(spec.repo, Path(tmp)))
+        package_wheel = build_package_wheel(spec.repo, Path(tmp)) if spec.package_wheel else None
+        if package_wheel is not None:
+            wheels.append(package_wheel)
         if spec.wheelhouse is not None:
             wheels += sorted(spec.wheelhouse.glob("*.whl"))
         # Wheels at the zip's root: MWAA unpacks plugins.zip into /usr/local/airflow/plugins, the --find-links dir.
         entries += [(w.name, w) for w in wheels]
         write_zip(spec.out / "plugins.zip", entries)
+        names = list(_package_requirements(package_wheel))
+        package_version = package_wheel.name.split("-")[1] if package_wheel is not None else __version__
 
     pins = read_pins(constraints)
-    names = list(_package_requirements())
     names = [n for n in names if n not in {"apache-airflow"}]  # MWAA provides Airflow itself
     if spec.package_wheel:
-        pins[PACKAGE_NAME] = __version__
+        pins[PACKAGE_NAME] = package_version
         names.append(PACKAGE_NAME)
+    names += [canonical_name(n) for n in spec.extra_requirements if canonical_name(n) not in names]
     lines = render_requirements(
         constraints_name,
         pins,
@@ -345,12 +401,16 @@ def build_bundle(spec: BundleSpec, log=print) -> Bundle:
         "requirements": list(requirements),
         "hashes": hashes,
     }
+    bundle = Bundle(spec.out, constraints_name, hashes, requirements, spec.airflow_version, spec.python_version)
+    manifest["install_set"] = bundle.install_set
     (spec.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     n_dags = sum(1 for k in hashes if k.startswith("dags/") and k.endswith(".py"))
     log(f"bundle  {spec.out}")
-    log(f"  dags/            {n_dags} DAG files + {constraints_name}")
-    log(f"  plugins.zip      {len(entries)} entries ({len(wheels)} wheels)  sha256 {hashes['plugins.zip'][:12]}")
+    log(f"  dags/            {n_dags} DAG files")
+    log(f"  plugins.zip      {len(entries)} entries ({len(wheels)} wheels, {constraints_name})  "
+        f"sha256 {hashes['plugins.zip'][:12]}")
     log(f"  requirements.txt {len(requirements)} pins  sha256 {hashes['requirements.txt'][:12]}")
     if spec.startup_script is not None:
         log(f"  startup.sh       sha256 {hashes['startup.sh'][:12]}")
-    return Bundle(spec.out, constraints_name, hashes, requirements)
+    log(f"  install set      {bundle.install_set} (Airflow {spec.airflow_version}; an unchanged set needs no update)")
+    return bundle

@@ -1,12 +1,16 @@
-"""``airflow-mlops deploy {bundle,validate,sync,update,rollback,parity-venv}``: ship DAGs to Amazon MWAA.
+"""``airflow-mlops deploy {bundle,validate,update,sync,set-images,rollback,releases,parity-venv}``: ship to MWAA.
 
-AWS credentials, region and endpoint come from the usual boto3 sources (in CI: OIDC role via
-aws-actions/configure-aws-credentials; ``AWS_ENDPOINT_URL`` points the clients at another endpoint).
+The deploy order (``.github/workflows/deploy.yml``): bundle, validate, update (requirements + plugins, with the
+constraints inside plugins.zip, one UpdateEnvironment, wait), set-images, sync (DAGs last; records the release),
+smoke run. AWS credentials, region and endpoint come from the usual boto3 sources (in CI: OIDC role via
+aws-actions/configure-aws-credentials; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` point the clients at
+another endpoint, e.g. a local stand-in).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,8 +26,13 @@ DEFAULT_OUT = "build/mwaa"
 
 def _client(service: str) -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client(service)
+    if service != "mwaa":
+        return boto3.client(service)
+    # MWAA's API lives on api./env. host prefixes; an overridden endpoint (a stand-in, a proxy) has none.
+    overridden = os.environ.get("AWS_ENDPOINT_URL_MWAA") or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client(service, config=Config(inject_host_prefix=not overridden))
 
 
 def _log(line: str) -> None:
@@ -41,6 +50,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         constraints=Path(args.constraints) if args.constraints else None,
         wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
         startup_script=Path(args.startup_script) if args.startup_script else None,
+        extra_requirements=tuple(args.requirement or ()),
     )
     build_bundle(spec, log=_log)
     return 0
@@ -65,10 +75,18 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from airflow_mlops.deploy.sync import sync_dags
 
     bundle = Bundle.load(Path(args.bundle))
+    s3 = _client("s3")
     result = sync_dags(
-        _client("s3"), args.bucket, args.prefix, bundle.dags, dry_run=args.dry_run, workers=args.workers, log=_log
+        s3, args.bucket, args.prefix, bundle.dags, dry_run=args.dry_run, workers=args.workers,
+        take_over=args.take_over, log=_log,
     )
-    _log(f"sync done in {result.seconds:.1f}s: {len(result.uploaded)} uploaded, {len(result.deleted)} deleted")
+    _log(f"sync done in {result.seconds:.1f}s: {len(result.uploaded)} uploaded ({result.bytes_uploaded} bytes), "
+         f"{len(result.deleted)} deleted, {result.writes} write request(s)")
+    if args.environment and not args.dry_run:
+        from airflow_mlops.deploy.release import record_release
+
+        record_release(s3, _client("mwaa"), environment=args.environment, bucket=args.bucket, dags_prefix=args.prefix,
+                       manifest_version=result.manifest_version, log=_log)
     return 0
 
 
@@ -95,6 +113,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
         name=args.environment,
         bucket=args.bucket,
         artifacts=_artifacts(bundle, args),
+        airflow_version=bundle.airflow_version,
         wait=not args.no_wait,
         force=args.force,
         poll_s=args.poll,
@@ -111,17 +130,43 @@ def _cmd_update(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from airflow_mlops.deploy.update import rollback
 
-    versions = {
-        k: v
-        for k, v in {
-            "requirements": args.requirements_version,
-            "plugins": args.plugins_version,
-            "startup_script": args.startup_script_version,
-        }.items()
-        if v
+    rollback(_client("mwaa"), _client("s3"), name=args.environment, bucket=args.bucket, release=args.release,
+             wait=not args.no_wait, poll_s=args.poll, timeout_s=args.timeout, log=_log)
+    return 0
+
+
+def _cmd_releases(args: argparse.Namespace) -> int:
+    from airflow_mlops.deploy.release import current_release, read_ledger
+
+    events, _ = read_ledger(_client("s3"), args.bucket, args.environment)
+    env = _client("mwaa").get_environment(Name=args.environment)["Environment"]
+    current = current_release(env, events)
+    if not events:
+        _log(f"no releases recorded for {args.environment} (deploy sync --environment records them)")
+    for event in events:
+        mark = "*" if current is not None and event is current else " "
+        _log(f"{mark} {event.line()}")
+    return 0
+
+
+def _cmd_set_images(args: argparse.Namespace) -> int:
+    from airflow_mlops.deploy.variables import IMAGE_VARIABLES, check_image_ref, set_variables
+
+    values = {
+        variable: check_image_ref(f"--{flag.replace('_', '-')}", getattr(args, flag))
+        for flag, variable in IMAGE_VARIABLES.items()
+        if getattr(args, flag)
     }
-    rollback(_client("mwaa"), name=args.environment, versions=versions, wait=not args.no_wait, poll_s=args.poll,
-             timeout_s=args.timeout, log=_log)
+    _log(f"set images on {args.environment} ({args.backend})")
+    set_variables(
+        values,
+        backend=args.backend,
+        environment=args.environment,
+        mwaa=_client("mwaa") if args.backend == "rest-api" else None,
+        secretsmanager=_client("secretsmanager") if args.backend == "secrets-manager" else None,
+        prefix=args.variables_prefix,
+        log=_log,
+    )
     return 0
 
 
@@ -162,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraints", help="constraints file (default: the vendored one for the versions)")
     p.add_argument("--wheelhouse", help="folder of wheels to ship in plugins.zip (private network: --no-index)")
     p.add_argument("--startup-script", help="MWAA startup script to ship")
+    p.add_argument("--requirement", action="append", metavar="NAME",
+                   help="another distribution the DAGs need, pinned from the constraints file (repeatable)")
     p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("validate", help="import every DAG in a fresh process and check the bundle")
@@ -178,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="dags", help="the environment's DagS3Path (default: dags)")
     p.add_argument("--dry-run", action="store_true", help="print the plan only")
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--take-over", action="store_true",
+                   help="take over the claim of a sync that died (its claim is older than 15 minutes)")
+    p.add_argument("--environment",
+                   help="MWAA environment: after the sync, record the release (what it runs + these DAGs) in the "
+                        "ledger that rollback reads")
     p.set_defaults(func=_cmd_sync)
 
     for name, helptext in (("update", "publish requirements/plugins and update the environment"),
@@ -200,10 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--smoke-run-id", help="run id for the smoke run (default smoke-<epoch>)")
     upd.set_defaults(func=_cmd_update)
     rb = sub.choices["rollback"]
-    rb.add_argument("--requirements-version")
-    rb.add_argument("--plugins-version")
-    rb.add_argument("--startup-script-version")
+    rb.add_argument("--bucket", required=True, help="the environment's source bucket (holds the release ledger)")
+    rb.add_argument("--release", help="release id or unique prefix (default: the one before what runs now)")
     rb.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("releases", help="list the releases recorded for an environment (* marks what runs)")
+    p.add_argument("--environment", required=True)
+    p.add_argument("--bucket", required=True)
+    p.set_defaults(func=_cmd_releases)
+
+    from airflow_mlops.deploy.variables import BACKENDS, DEFAULT_VARIABLES_PREFIX
+
+    p = sub.add_parser("set-images", help="set the image Variables to digests CI built (mlops_image, ...)")
+    p.add_argument("--environment", required=True)
+    p.add_argument("--backend", choices=BACKENDS, default="secrets-manager",
+                   help="secrets-manager (the environment's secrets backend) or rest-api (InvokeRestApi)")
+    p.add_argument("--variables-prefix", default=DEFAULT_VARIABLES_PREFIX,
+                   help=f"the secrets backend's variables_prefix (default {DEFAULT_VARIABLES_PREFIX})")
+    p.add_argument("--mlops-image", help="step image (trainer) as REPOSITORY@sha256:...")
+    p.add_argument("--checks-image", help="checks image as REPOSITORY@sha256:...")
+    p.add_argument("--serving-image", help="serving image as REPOSITORY@sha256:...")
+    p.set_defaults(func=_cmd_set_images)
 
     p = sub.add_parser("parity-venv", help="install the bundle's requirements into a venv as MWAA does")
     p.add_argument("--bundle", default=DEFAULT_OUT)

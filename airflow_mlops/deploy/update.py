@@ -1,11 +1,13 @@
 """Point the MWAA environment at new requirements/plugins/startup-script versions and wait until it is AVAILABLE.
 
 requirements.txt, plugins.zip and the startup script are uploaded only when their content hash changed; their S3
-VersionIds (the bucket must be versioned) go into mwaa UpdateEnvironment. When the environment already runs
-exactly those versions, no update is made (an MWAA update takes 20-40 minutes and restarts the workers).
+VersionIds (the bucket must be versioned) go into ONE mwaa UpdateEnvironment, with the bundle's Airflow version
+when it is an upgrade, so MWAA always installs a consistent set (the constraints travel inside plugins.zip, see
+:mod:`airflow_mlops.deploy.bundle`). When the environment already runs that content, no update is made (an MWAA
+update takes 20-40 minutes and restarts the workers).
 
-Roll back: call UpdateEnvironment with the previous VersionIds (``aws s3api list-object-versions``), or
-``airflow-mlops deploy rollback`` which does it from the versions this module logs.
+Roll back a whole release (artifacts and DAGs) with ``airflow-mlops deploy rollback``
+(:mod:`airflow_mlops.deploy.release`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from typing import Any
 
 from airflow_mlops.deploy import HASH_METADATA_KEY, DeployError
 from airflow_mlops.deploy.bundle import sha256_file
+from airflow_mlops.deploy.release import (
+    ARTIFACT_FIELDS,
+    Release,
+    choose_target,
+    current_release,
+    read_ledger,
+    record_release,
+    restore_dags,
+    version_tuple,
+)
 
-# UpdateEnvironment field names per artifact kind.
-_FIELDS = {
-    "requirements": ("RequirementsS3Path", "RequirementsS3ObjectVersion"),
-    "plugins": ("PluginsS3Path", "PluginsS3ObjectVersion"),
-    "startup_script": ("StartupScriptS3Path", "StartupScriptS3ObjectVersion"),
-}
 READY_TO_UPDATE = {"AVAILABLE", "UPDATE_FAILED"}
 FAILED_STATES = {"UPDATE_FAILED", "UNAVAILABLE", "CREATE_FAILED", "DELETED", "DELETING"}
 # InvokeRestApi rejects longer paths (API limit).
@@ -45,8 +51,8 @@ class Artifact:
     key: str
 
     def __post_init__(self) -> None:
-        if self.kind not in _FIELDS:
-            raise DeployError(f"kind: {self.kind!r} is not one of {', '.join(_FIELDS)}")
+        if self.kind not in ARTIFACT_FIELDS:
+            raise DeployError(f"kind: {self.kind!r} is not one of {', '.join(ARTIFACT_FIELDS)}")
         if not self.key or self.key.startswith("/"):
             raise DeployError(f"key: {self.key!r} must be a relative S3 key, e.g. 'requirements.txt'")
 
@@ -81,17 +87,28 @@ class UpdateResult:
     status: str
 
 
-def publish(s3: Any, bucket: str, artifact: Artifact, log: Callable[[str], None] = print) -> Published:
-    """Upload an artifact only when its sha256 differs from the current object's; return its VersionId.
+def publish(s3: Any, bucket: str, artifact: Artifact, log: Callable[[str], None] = print, *,
+            running_version: str | None = None) -> Published:
+    """Upload an artifact only when its sha256 differs from what runs and from the latest object; return its VersionId.
 
     :param s3: boto3 S3 client
     :param bucket: the environment's source bucket (versioned)
     :param artifact: what to publish
     :param log: where lines go
+    :param running_version: the VersionId the environment runs for this key: when it holds the same content (say,
+        after a rollback), that version is reused and no update is needed
     """
     from botocore.exceptions import ClientError
 
     digest = sha256_file(artifact.path)
+    if running_version:
+        try:
+            running = s3.head_object(Bucket=bucket, Key=artifact.key, VersionId=running_version)
+        except ClientError:
+            running = None
+        if running is not None and running.get("Metadata", {}).get(HASH_METADATA_KEY) == digest:
+            log(f"  {artifact.kind:<15} running    s3://{bucket}/{artifact.key}  version {running_version}")
+            return Published(artifact, running_version, uploaded=False)
     try:
         head = s3.head_object(Bucket=bucket, Key=artifact.key)
     except ClientError as exc:
@@ -178,6 +195,7 @@ def update_environment(
     name: str,
     bucket: str,
     artifacts: list[Artifact],
+    airflow_version: str | None = None,
     wait: bool = True,
     force: bool = False,
     poll_s: float = 30.0,
@@ -193,6 +211,8 @@ def update_environment(
     :param name: MWAA environment name
     :param bucket: its source bucket
     :param artifacts: requirements / plugins / startup script to publish
+    :param airflow_version: the Airflow version the bundle was built for: an upgrade goes in the same update; an
+        older version than the environment runs is refused (MWAA never downgrades)
     :param wait: wait until AVAILABLE
     :param force: call UpdateEnvironment even when the versions are unchanged
     :param poll_s: seconds between status polls
@@ -212,13 +232,31 @@ def update_environment(
     if source_arn and source_arn.split(":::", 1)[-1] != bucket:
         raise DeployError(f"bucket: {bucket!r} is not environment {name}'s source bucket ({source_arn})")
 
-    log(f"update {name} ({env.get('AirflowVersion', '?')}, {status})")
-    published = tuple(publish(s3, bucket, a, log) for a in artifacts)
-    previous = {a.kind: (env.get(_FIELDS[a.kind][0]), env.get(_FIELDS[a.kind][1])) for a in artifacts}
+    running_airflow = str(env.get("AirflowVersion", ""))
+    upgrade = False
+    if airflow_version and running_airflow and airflow_version != running_airflow:
+        if version_tuple(airflow_version) < version_tuple(running_airflow):
+            raise DeployError(
+                f"airflow_version: the bundle is built for Airflow {airflow_version} but {name} runs "
+                f"{running_airflow}, and MWAA cannot downgrade; build with --airflow-version {running_airflow}"
+            )
+        upgrade = True
+    log(f"update {name} ({running_airflow or '?'}, {status})")
+    previous = {a.kind: (env.get(ARTIFACT_FIELDS[a.kind][0]), env.get(ARTIFACT_FIELDS[a.kind][1])) for a in artifacts}
+    published = tuple(
+        publish(s3, bucket, a, log,
+                running_version=previous[a.kind][1] if previous[a.kind][0] == a.key else None)
+        for a in artifacts
+    )
     request: dict[str, Any] = {"Name": name}
     differs = False
+    if upgrade:
+        request["AirflowVersion"] = airflow_version
+        differs = True
+        log(f"  airflow         {running_airflow} -> {airflow_version} (in-place upgrade, with the matching "
+            "requirements and constraints)")
     for pub in published:
-        path_field, version_field = _FIELDS[pub.artifact.kind]
+        path_field, version_field = ARTIFACT_FIELDS[pub.artifact.kind]
         request[path_field] = pub.artifact.key
         request[version_field] = pub.version_id
         if (env.get(path_field), env.get(version_field)) != (pub.artifact.key, pub.version_id):
@@ -231,8 +269,8 @@ def update_environment(
 
     since = env.get("LastUpdate", {}).get("CreatedAt")
     mwaa.update_environment(**request)
-    log(f"  UpdateEnvironment sent; rollback: airflow-mlops deploy rollback --environment {name} "
-        + " ".join(f"--{k.replace('_', '-')}-version {v[1]}" for k, v in previous.items() if v[1]))
+    log(f"  UpdateEnvironment sent; to undo it later: airflow-mlops deploy rollback --environment {name} "
+        "--bucket BUCKET (restores the previous release: artifacts, constraints and DAGs)")
     if not wait:
         return UpdateResult(published, True, previous, "UPDATING")
     final = wait_until_available(
@@ -243,48 +281,74 @@ def update_environment(
 
 def rollback(
     mwaa: Any,
+    s3: Any,
     *,
     name: str,
-    versions: dict[str, str],
+    bucket: str,
+    release: str | None = None,
     wait: bool = True,
+    workers: int = 8,
     poll_s: float = 30.0,
     timeout_s: float = 3600.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Point the environment back at earlier object versions of the same keys.
+) -> Release:
+    """Restore a whole earlier release: requirements + plugins (+ startup script) together, then its DAGs.
 
     :param mwaa: boto3 MWAA client
+    :param s3: boto3 S3 client
     :param name: environment name
-    :param versions: VersionId per kind (``requirements``, ``plugins``, ``startup_script``)
-    :param wait: wait until AVAILABLE
+    :param bucket: its source bucket (holds the ledger)
+    :param release: release id (or a unique prefix); default: the release before the one running now
+    :param wait: wait until AVAILABLE before restoring the DAGs (without it, the DAGs are left as they are)
+    :param workers: parallel S3 requests for the DAGs
     :param poll_s: seconds between polls
     :param timeout_s: give up after this long
     :param sleep: injectable sleep
     :param clock: injectable clock
     :param log: where lines go
     """
-    if not versions:
-        raise DeployError("versions: give at least one of requirements, plugins, startup_script")
     env = mwaa.get_environment(Name=name)["Environment"]
+    status = env.get("Status", "?")
+    if status not in READY_TO_UPDATE:
+        raise DeployError(f"MWAA environment {name} is {status}; wait until it is AVAILABLE, then roll back")
+    events, _ = read_ledger(s3, bucket, name)
+    current = current_release(env, events)
+    target = choose_target(events, current, release)
+    running_airflow = str(env.get("AirflowVersion", ""))
+    if running_airflow and version_tuple(target.airflow_version) < version_tuple(running_airflow):
+        raise DeployError(
+            f"release: {target.release} ran Airflow {target.airflow_version}, but {name} now runs {running_airflow} "
+            "and MWAA cannot downgrade Airflow. Roll back to a release built for "
+            f"{running_airflow}, or deploy the old DAGs rebuilt with --airflow-version {running_airflow}"
+        )
+    log(f"rollback {name} to release {target.line()}")
     request: dict[str, Any] = {"Name": name}
-    for kind, version in versions.items():
-        if kind not in _FIELDS:
-            raise DeployError(f"versions: {kind!r} is not one of {', '.join(_FIELDS)}")
-        path_field, version_field = _FIELDS[kind]
-        if not env.get(path_field):
-            raise DeployError(f"environment {name} has no {path_field}; nothing to roll back for {kind}")
-        request[path_field] = env[path_field]
+    differs = False
+    for kind, (key, version) in sorted(target.artifacts.items()):
+        path_field, version_field = ARTIFACT_FIELDS[kind]
+        request[path_field] = key
         request[version_field] = version
-        log(f"  rollback {kind:<15} {env.get(version_field, '-')} -> {version}")
-    since = env.get("LastUpdate", {}).get("CreatedAt")
-    mwaa.update_environment(**request)
-    if not wait:
-        return env
-    return wait_until_available(
-        mwaa, name, since=since, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep, clock=clock, log=log
-    )
+        if (env.get(path_field), env.get(version_field)) != (key, version):
+            differs = True
+            log(f"  {kind:<15} {env.get(version_field, '-')} -> {version}")
+    dropped = [k for k, (pf, _vf) in ARTIFACT_FIELDS.items() if env.get(pf) and k not in target.artifacts]
+    if dropped:
+        log(f"  note: {', '.join(dropped)} stay as they are (release {target.release} had none)")
+    if differs:
+        since = env.get("LastUpdate", {}).get("CreatedAt")
+        mwaa.update_environment(**request)
+        if not wait:
+            log("  UpdateEnvironment sent; DAGs not restored (--no-wait): run the rollback again once AVAILABLE")
+            return target
+        wait_until_available(mwaa, name, since=since, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep, clock=clock,
+                             log=log)
+    else:
+        log("  requirements/plugins already at this release: no environment update")
+    restored = restore_dags(s3, bucket, target, workers=workers, log=log)
+    return record_release(s3, mwaa, environment=name, bucket=bucket, dags_prefix=target.dags_prefix,
+                          manifest_version=restored.manifest_version, action="rollback", log=log)
 
 
 class RestApiError(DeployError):
@@ -305,7 +369,7 @@ def _detail(response: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _rest(mwaa: Any, name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def rest_call(mwaa: Any, name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One InvokeRestApi call; an HTTP error becomes :class:`RestApiError` with the Airflow status.
 
     The real API answers 4xx/5xx from Airflow as ``RestApiClientException`` / ``RestApiServerException``
@@ -371,13 +435,13 @@ def smoke_run(
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            return _rest(mwaa, name, method, path, body)
+            return rest_call(mwaa, name, method, path, body)
         except RestApiError as exc:
             raise DeployError(f"smoke: DAG {dag_id} on {name}: {exc}") from exc
 
     while True:
         try:
-            _rest(mwaa, name, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+            rest_call(mwaa, name, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
             break
         except RestApiError as exc:
             waited = clock() - start

@@ -6,7 +6,6 @@ DAG files are imported one per fresh interpreter (``_dag_probe.py``), which may 
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any
 
 from airflow_mlops.deploy import MWAA_DAGS_ROOT, MWAA_PLUGINS_ROOT, DeployError
 from airflow_mlops.deploy.bundle import Bundle, canonical_name, read_pins
+from airflow_mlops.deploy.dagfiles import is_dag_file, read_airflowignore
 
 PROBE = Path(__file__).resolve().parent / "_dag_probe.py"
 DEFAULT_PARSE_BUDGET_S = 2.0
@@ -139,25 +139,6 @@ def check_dag_file(path: Path, rel: str, *, python: str, budget_s: float, airflo
     return FileReport(rel, float(data["seconds"]), tuple(d["dag_id"] for d in data["dags"]), tuple(problems))
 
 
-def _ignored(rel: str, patterns: Sequence[str]) -> bool:
-    """Whether ``.airflowignore`` (glob syntax, Airflow 3's default) excludes ``rel`` or a folder above it."""
-    parts = rel.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
-        anchored = pattern.lstrip("/")
-        pat = anchored.rstrip("/")
-        for cand in candidates:
-            if fnmatch.fnmatchcase(cand, pat) or ("/" not in pat and fnmatch.fnmatchcase(cand.rsplit("/", 1)[-1], pat)):
-                return True
-    return False
-
-
-def might_contain_dag(path: Path) -> bool:
-    """Airflow's safe-mode heuristic: a file is parsed as a DAG file only if it mentions both words."""
-    text = path.read_bytes().lower()
-    return b"airflow" in text and b"dag" in text
-
-
 def check_dags(
     dags: Path, *, python: str = sys.executable, budget_s: float = DEFAULT_PARSE_BUDGET_S,
     plugins: Path | None = None,
@@ -174,11 +155,8 @@ def check_dags(
     :param plugins: the plugins folder or plugins.zip
     """
     dags = dags.resolve()  # the probe runs with the DAG's folder as cwd
-    ignore = dags / ".airflowignore"
-    patterns = [line.split("#", 1)[0].strip() for line in ignore.read_text().splitlines()] if ignore.is_file() else []
-    patterns = [p for p in patterns if p]
-    files = sorted(p for p in dags.rglob("*.py") if not p.name.startswith("_") and "__pycache__" not in p.parts
-                   and not _ignored(p.relative_to(dags).as_posix(), patterns) and might_contain_dag(p))
+    patterns = read_airflowignore(dags)
+    files = sorted(p for p in dags.rglob("*.py") if is_dag_file(p, p.relative_to(dags).as_posix(), patterns))
     import_path = [dags, *([plugins.resolve()] if plugins is not None and plugins.exists() else [])]
     with tempfile.TemporaryDirectory(prefix="mwaa-validate-") as home:
         return [
@@ -241,7 +219,10 @@ def check_plugins_zip(path: Path, requirements: Path | None = None) -> list[str]
 
 
 def check_requirements(bundle: Bundle) -> list[str]:
-    """Static checks of requirements.txt against the bundled constraints file.
+    """Static checks of requirements.txt against the constraints file inside plugins.zip.
+
+    Every path requirements.txt names must be inside plugins.zip: MWAA reads requirements.txt and plugins.zip
+    at the object versions one UpdateEnvironment names, but ``dags/`` as it is whenever a component installs.
 
     :param bundle: the bundle
     """
@@ -250,21 +231,33 @@ def check_requirements(bundle: Bundle) -> list[str]:
         return [f"requirements.txt: {path} does not exist"]
     options, reqs = _requirement_options(path.read_text().splitlines())
     problems = []
+    for opt in options:
+        if MWAA_DAGS_ROOT in opt:
+            problems.append(
+                f"requirements.txt: {opt} reads from the DAGs folder, which is not versioned with requirements.txt "
+                f"(a first deploy installs before the sync, later workers install whatever dags/ holds then); ship "
+                f"the file in plugins.zip and name it under {MWAA_PLUGINS_ROOT}/"
+            )
     constraint_opts = [o for o in options if o.startswith(("--constraint", "-c"))]
     if len(constraint_opts) != 1:
         found = len(constraint_opts)
         return [f"requirements.txt: needs exactly one --constraint line (MWAA requires it), found {found}"]
     target = constraint_opts[0].split(None, 1)[-1].strip().strip('"').strip("'")
-    prefix = MWAA_DAGS_ROOT + "/"
+    prefix = MWAA_PLUGINS_ROOT + "/"
     if not target.startswith(prefix):
-        problems.append(
-            f"requirements.txt: --constraint {target} is not in the DAGs folder ({prefix}); MWAA cannot read it"
-        )
+        if not problems:
+            problems.append(f"requirements.txt: --constraint {target} is not in plugins.zip ({prefix}...)")
         return problems
-    local = bundle.dags / target[len(prefix) :]
-    if not local.is_file():
-        return [f"requirements.txt: --constraint {target} but {local} is not in the bundle"]
-    pins = read_pins(local)
+    inner = target[len(prefix) :]
+    try:
+        with zipfile.ZipFile(bundle.plugins_zip) as zf:
+            text = zf.read(inner).decode()
+    except (KeyError, FileNotFoundError, zipfile.BadZipFile):
+        return [f"requirements.txt: --constraint {target} but plugins.zip has no {inner}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "constraints.txt"
+        local.write_text(text)
+        pins = read_pins(local)
     for req in reqs:
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)", req.replace(" ", ""))
         if not match:

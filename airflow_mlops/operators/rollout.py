@@ -203,6 +203,12 @@ class ModelRolloutOperator(BaseOperator):
     def _config(self) -> dict[str, Any]:
         config = _check_target(self.target)
         config.setdefault("model", self.model_name)
+        if config["kind"] in ("kubernetes", "kserve") and not (config.get("image") or config.get("storage_uri")):
+            from airflow_mlops.hooks.config import load_config
+
+            serving_image = load_config().serving_image
+            if serving_image:
+                config["image"] = serving_image  # the digest the deploy set (airflow-mlops deploy set-images)
         if config["kind"] == "local":
             config.setdefault("name", self.model_name)
             config.setdefault("tracking_uri", self._hook().tracking_uri)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.dagfiles import load_dag
-from tests.integration.test_rollout_local import MODEL, Traffic, _xcom, endpoint, stack, trigger_runs
+from tests.integration.conftest import trigger_runs
+from tests.integration.test_rollout_local import MODEL, Traffic, _xcom, endpoint, stack
 
 __all__ = ["endpoint", "stack", "trigger_runs"]
 RATE = 40.0

@@ -1,9 +1,14 @@
-"""Incremental S3 sync of the DAGs folder against a real moto S3 server (HTTP) with a versioned bucket."""
+"""Incremental S3 sync of the DAGs folder against a real moto S3 server (HTTP) with a versioned bucket.
+
+moto enforces S3's conditional writes (If-Match / If-None-Match -> 412 PreconditionFailed), so the claim and the
+concurrent-sync tests exercise the same protocol S3 does.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_mlops.deploy import DeployError
-from airflow_mlops.deploy.sync import MANIFEST_NAME, normalize_prefix, sync_dags
+from airflow_mlops.deploy.sync import MANIFEST_NAME, apply_sync, normalize_prefix, plan_sync, read_manifest, sync_dags
 
 BUCKET = "mwaa-source"
 
@@ -151,7 +156,9 @@ def test_dry_run_prints_plan_and_writes_nothing(s3: Any, tmp_path: Path) -> None
     result = sync_dags(s3, BUCKET, "dags", dags, dry_run=True, log=lines.append)
     assert calls.log == []
     assert lines[0].startswith("sync plan for dags/: 1 added, 1 changed, 1 deleted")
-    assert "  + dags/dag_02.py" in lines and "  ~ dags/dag_00.py" in lines and "  - dags/dag_01.py" in lines
+    assert "  + dags/dag_02.py  (support file, before DAG files)" in lines
+    assert "  ~ dags/dag_00.py  (support file, before DAG files)" in lines
+    assert "  - dags/dag_01.py  (after every upload)" in lines
     assert result.uploaded == () and "dags/dag_01.py" in _keys(s3)
 
 
@@ -166,14 +173,16 @@ def test_interrupted_sync_deletes_nothing_and_converges(s3: Any, tmp_path: Path)
     state = {"puts": 0}
 
     def fault(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"].endswith(MANIFEST_NAME):
+            return
         state["puts"] += 1
         if state["puts"] == 3:
             raise ConnectionError("injected network failure mid-upload")
 
-    s3.meta.events.register("before-call.s3.PutObject", fault)
+    s3.meta.events.register("provide-client-params.s3.PutObject", fault)
     with pytest.raises(DeployError, match="1 of 6 uploads failed; nothing was deleted"):
         sync_dags(s3, BUCKET, "dags", dags, workers=1, log=_quiet)
-    s3.meta.events.unregister("before-call.s3.PutObject", fault)
+    s3.meta.events.unregister("provide-client-params.s3.PutObject", fault)
     assert "dags/sql/query.sql" in _keys(s3)  # the stale object survived the failed run
 
     calls = Calls(s3)
@@ -214,3 +223,103 @@ def test_bucket_versioning_check(s3: Any) -> None:
         ]
     finally:
         s3.delete_bucket(Bucket="plain")
+
+
+def _dag(name: str, helper: str) -> str:
+    return f"from airflow.sdk import DAG\nfrom {helper} import X\nwith DAG(dag_id={name!r}):\n    pass\n"
+
+
+def test_support_files_go_before_dag_files_and_deletions_last(s3: Any, tmp_path: Path) -> None:
+    """A new DAG never lands before the helper it imports; a helper it stops using goes only after it changed."""
+    dags = tmp_path / "dags"
+    (dags / "lib").mkdir(parents=True)
+    (dags / "lib" / "old_helper.py").write_text("X = 1\n")
+    (dags / "a.py").write_text(_dag("a", "lib.old_helper"))
+    sync_dags(s3, BUCKET, "dags", dags, log=_quiet)
+
+    (dags / "lib" / "new_helper.py").write_text("X = 2\n")
+    (dags / "lib" / "old_helper.py").unlink()
+    (dags / "a.py").write_text(_dag("a", "lib.new_helper"))
+    (dags / "b.py").write_text(_dag("b", "lib.new_helper"))
+    (dags / ".airflowignore").write_text("lib/\n")
+    (dags / "config.yaml").write_text("models: []\n")
+    calls = Calls(s3)
+    result = sync_dags(s3, BUCKET, "dags", dags, log=_quiet)
+    puts = calls.dag_puts()
+    support = {"dags/lib/new_helper.py", "dags/.airflowignore", "dags/config.yaml"}
+    assert set(puts[:3]) == support and set(puts[3:]) == {"dags/a.py", "dags/b.py"}
+    ops = [op for op, k in calls.log if not k.endswith(MANIFEST_NAME)]
+    assert ops[-1] == "delete" and "delete" not in ops[:-1]
+    assert result.deleted == ("dags/lib/old_helper.py",)
+    assert calls.log[0] == ("put", "dags/" + MANIFEST_NAME) and calls.log[-1] == ("put", "dags/" + MANIFEST_NAME)
+    assert result.bytes_uploaded == sum((dags / k[5:]).stat().st_size for k in result.uploaded)
+
+
+def test_a_failed_helper_upload_holds_back_every_dag_file(s3: Any, tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "helper.py").write_text("X = 1\n")
+    (dags / "a.py").write_text(_dag("a", "helper"))
+
+    def fault(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == "dags/helper.py":
+            raise ConnectionError("injected")
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", fault)
+    with pytest.raises(DeployError, match="1 of 2 uploads failed; nothing was deleted and 1 DAG file"):
+        sync_dags(s3, BUCKET, "dags", dags, log=_quiet)
+    s3.meta.events.unregister("provide-client-params.s3.PutObject", fault)
+    assert _keys(s3) == set()  # the DAG that imports the helper never shipped without it
+    assert read_manifest(s3, BUCKET, "dags/" + MANIFEST_NAME).state == "complete"  # the claim was released
+    assert sync_dags(s3, BUCKET, "dags", dags, log=_quiet).uploaded == ("dags/helper.py", "dags/a.py")
+
+
+def test_a_second_sync_at_the_same_time_fails_clearly_and_writes_nothing(s3: Any, tmp_path: Path) -> None:
+    """Two deploys plan against the same manifest: the first claims it, the second's claim gets 412 and stops."""
+    first, second = _tree(tmp_path / "one", 3), _tree(tmp_path / "two", 3)
+    (second / "dag_00.py").write_text("# the other deploy's version\n")
+    plan_one = plan_sync(s3, BUCKET, "dags", first)
+    plan_two = plan_sync(s3, BUCKET, "dags", second)
+    apply_sync(s3, BUCKET, plan_one, owner="deploy one", log=_quiet)
+    calls = Calls(s3)
+    with pytest.raises(DeployError, match=r"was changed by deploy one .* two syncs must not interleave"):
+        apply_sync(s3, BUCKET, plan_two, owner="deploy two", log=_quiet)
+    assert calls.dag_puts() == []
+    assert s3.get_object(Bucket=BUCKET, Key="dags/dag_00.py")["Body"].read() == b"# dag 0\n"
+
+
+def test_a_sync_in_progress_is_respected_and_a_dead_one_can_be_taken_over(s3: Any, tmp_path: Path) -> None:
+    dags = _tree(tmp_path, 2)
+    # A sync that claimed the prefix and then died (killed runner): its claim is the manifest in-progress.
+    plan = plan_sync(s3, BUCKET, "dags", dags)
+    s3.put_object(Bucket=BUCKET, Key="dags/" + MANIFEST_NAME, IfNoneMatch="*", Body=(
+        b'{"format": 2, "state": "in-progress", "owner": "run 41", "started_at": %d, "objects": {}}'
+        % int(time.time())))
+    with pytest.raises(DeployError, match=r"run 41 is syncing .* can be taken over with --take-over"):
+        sync_dags(s3, BUCKET, "dags", dags, log=_quiet)
+    with pytest.raises(DeployError, match="was changed by run 41"):  # a plan made before the claim
+        apply_sync(s3, BUCKET, plan, owner="run 42", log=_quiet)
+    plan = plan_sync(s3, BUCKET, "dags", dags)
+    old = plan.manifest.started_at - 3600
+    with pytest.raises(DeployError, match="probably died: re-run with --take-over"):
+        apply_sync(s3, BUCKET, plan, owner="run 42", clock=lambda: old + 7200, log=_quiet)
+    lines: list[str] = []
+    result = apply_sync(s3, BUCKET, plan, owner="run 42", take_over=True, clock=lambda: plan.manifest.started_at
+                        + 3600, log=lines.append)
+    assert "taking over the claim of run 41" in lines[0] and len(result.uploaded) == 3
+    manifest = read_manifest(s3, BUCKET, "dags/" + MANIFEST_NAME)
+    assert manifest.state == "complete" and manifest.owner == "run 42"
+    assert all(v[2] for v in manifest.objects.values())  # every object's VersionId: a DAGs snapshot
+
+
+def test_an_object_rewritten_during_the_sync_fails_its_conditional_write(s3: Any, tmp_path: Path) -> None:
+    dags = _tree(tmp_path, 2)
+    sync_dags(s3, BUCKET, "dags", dags, log=_quiet)
+    (dags / "dag_00.py").write_text("# ours\n")
+    plan = plan_sync(s3, BUCKET, "dags", dags)
+    s3.put_object(Bucket=BUCKET, Key="dags/dag_00.py", Body=b"# someone else, after we planned\n")
+    with pytest.raises(DeployError, match="changed in the bucket since this sync planned"):
+        apply_sync(s3, BUCKET, plan, log=_quiet)
+    body = s3.get_object(Bucket=BUCKET, Key="dags/dag_00.py")["Body"].read()
+    assert body == b"# someone else, after we planned\n"  # not silently overwritten
+    assert sync_dags(s3, BUCKET, "dags", dags, log=_quiet).uploaded == ("dags/dag_00.py",)

@@ -1,7 +1,9 @@
-"""MWAA environment update: real boto3 S3 against a moto server (versioned bucket); MWAA through botocore's Stubber.
+"""Request and error shapes of the MWAA calls, checked against the service model with botocore's Stubber.
 
-moto has no MWAA, so the MWAA client is stubbed; the Stubber validates every request and response against the
-real MWAA service model, so a misspelt field or a wrong type fails the test.
+Only shapes and our own guards live here: the wait loop's timeout, refusals before any call, and how the smoke run
+reads InvokeRestApi's modelled errors (RestApiClientException/ServerException fields). What MWAA *does* with an
+update (installs at object versions, UPDATE_FAILED with LastUpdate.Error, rollback) is tested against the stateful
+stand-in: tests/integration/test_deploy_e2e.py (deploy.yml end to end) and tests/mwaa/test_standin.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_mlops.deploy import DeployError
-from airflow_mlops.deploy.update import Artifact, rollback, smoke_run, update_environment
+from airflow_mlops.deploy.update import Artifact, smoke_run, update_environment
 from tests.integration.test_deploy_sync import moto_endpoint  # noqa: F401  # the shared moto server fixture
 
 BUCKET = "mwaa-env-bucket"
@@ -89,101 +91,6 @@ class FakeClock:
         return self.now
 
 
-def test_first_update_uploads_wires_versions_and_waits(mwaa: Any, s3: Any, tmp_path: Path) -> None:
-    from botocore.stub import ANY
-
-    arts = _artifacts(tmp_path)
-    stub = mwaa.stub
-    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
-    stub.add_response(
-        "update_environment",
-        {"Arn": f"arn:aws:airflow:us-east-1:123456789012:environment/{ENV}"},
-        {"Name": ENV, "RequirementsS3Path": "requirements.txt", "RequirementsS3ObjectVersion": ANY,
-         "PluginsS3Path": "plugins.zip", "PluginsS3ObjectVersion": ANY},
-    )
-    # Right after the call MWAA may still report the old state: that is not success yet.
-    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
-    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
-    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
-    stub.add_response("get_environment", _env("AVAILABLE", last={"Status": "SUCCESS", "CreatedAt": T1}), {"Name": ENV})
-    clock, lines = FakeClock(), list[str]()
-    result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, poll_s=30, sleep=clock.sleep,
-                                clock=clock, log=lines.append)
-    assert result.updated and result.status == "AVAILABLE"
-    assert all(p.uploaded for p in result.published)
-    # The versions sent are the S3 object versions the upload created.
-    s3_versions = {k: s3.head_object(Bucket=BUCKET, Key=k)["VersionId"] for k in ("requirements.txt", "plugins.zip")}
-    assert {p.artifact.key: p.version_id for p in result.published} == s3_versions
-    assert clock.sleeps == [30, 30, 30]
-    assert any("UPDATING" in line for line in lines) and lines[-1] == f"  {ENV} is AVAILABLE after 90s"
-
-
-def test_unchanged_artifacts_upload_nothing_and_skip_the_update(mwaa: Any, s3: Any, tmp_path: Path) -> None:
-    from airflow_mlops.deploy.update import publish
-
-    arts = _artifacts(tmp_path)
-    # What an earlier deploy left: the same content already in S3, and the environment on those versions.
-    versions = {a.kind: publish(s3, BUCKET, a, log=lambda _: None).version_id for a in arts}
-    puts: list[str] = []
-    s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
-    for _ in range(2):
-        mwaa.stub.add_response(
-            "get_environment", _env("AVAILABLE", req=versions["requirements"], plugins=versions["plugins"]),
-            {"Name": ENV},
-        )
-        result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, log=lambda _: None)
-        assert result.updated is False and puts == [] and not any(p.uploaded for p in result.published)
-        assert {p.artifact.kind: p.version_id for p in result.published} == versions
-
-
-def test_one_changed_artifact_uploads_one_and_updates(mwaa: Any, s3: Any, tmp_path: Path) -> None:
-    from airflow_mlops.deploy.update import publish
-
-    arts = _artifacts(tmp_path)
-    old = {a.kind: publish(s3, BUCKET, a, log=lambda _: None).version_id for a in arts}
-    (tmp_path / "requirements.txt").write_text("apache-airflow-providers-amazon==9.39.0\nmlflow-skinny==3.17.2\n")
-    puts: list[str] = []
-    s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
-
-    captured: dict[str, Any] = {}
-
-    def capture(params: dict[str, Any], **_: Any) -> None:
-        captured.update(params)
-
-    mwaa.meta.events.register("provide-client-params.mwaa.UpdateEnvironment", capture)
-    stub = mwaa.stub
-    stub.add_response("get_environment", _env("AVAILABLE", req=old["requirements"], plugins=old["plugins"]),
-                      {"Name": ENV})
-    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"})
-    result = update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, wait=False, log=lambda _: None)
-    assert puts == ["requirements.txt"]
-    new_req = s3.head_object(Bucket=BUCKET, Key="requirements.txt")["VersionId"]
-    assert new_req != old["requirements"]
-    assert captured["RequirementsS3ObjectVersion"] == new_req
-    assert captured["PluginsS3ObjectVersion"] == old["plugins"]  # unchanged plugins keep their version
-    assert result.previous == {"requirements": ("requirements.txt", old["requirements"]),
-                               "plugins": ("plugins.zip", old["plugins"])}
-
-
-def test_failed_update_quotes_last_update_error(mwaa: Any, s3: Any, tmp_path: Path) -> None:
-    arts = _artifacts(tmp_path)
-    stub = mwaa.stub
-    stub.add_response("get_environment", _env("AVAILABLE"), {"Name": ENV})
-    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"})
-    stub.add_response("get_environment", _env("UPDATING", last={"Status": "PENDING", "CreatedAt": T1}), {"Name": ENV})
-    error = {"ErrorCode": "INCORRECT_CONFIGURATION",
-             "ErrorMessage": "requirements.txt: ResolutionImpossible: apache-airflow-providers-amazon==9.99.0"}
-    stub.add_response(
-        "get_environment",
-        _env("AVAILABLE", last={"Status": "FAILED", "CreatedAt": T1, "Error": error}),
-        {"Name": ENV},
-    )
-    clock = FakeClock()
-    with pytest.raises(DeployError, match=r"INCORRECT_CONFIGURATION: requirements\.txt: ResolutionImpossible"):
-        update_environment(mwaa, s3, name=ENV, bucket=BUCKET, artifacts=arts, sleep=clock.sleep, clock=clock,
-                           log=lambda _: None)
-
-
 def test_wait_times_out(mwaa: Any, s3: Any, tmp_path: Path) -> None:
     arts = _artifacts(tmp_path)
     stub = mwaa.stub
@@ -220,17 +127,6 @@ def test_unversioned_bucket_is_refused(mwaa: Any, s3: Any, tmp_path: Path) -> No
         for obj in s3.list_objects_v2(Bucket="plain-bucket").get("Contents", []):
             s3.delete_object(Bucket="plain-bucket", Key=obj["Key"])
         s3.delete_bucket(Bucket="plain-bucket")
-
-
-def test_rollback_sends_previous_versions(mwaa: Any) -> None:
-    stub = mwaa.stub
-    stub.add_response("get_environment", _env("AVAILABLE", req="v2", plugins="p2"), {"Name": ENV})
-    stub.add_response("update_environment", {"Arn": "arn:aws:airflow:us-east-1:123456789012:environment/x"},
-                      {"Name": ENV, "RequirementsS3Path": "requirements.txt", "RequirementsS3ObjectVersion": "v1"})
-    stub.add_response("get_environment", _env("AVAILABLE", req="v1", plugins="p2",
-                                              last={"Status": "SUCCESS", "CreatedAt": T1}), {"Name": ENV})
-    env = rollback(mwaa, name=ENV, versions={"requirements": "v1"}, sleep=lambda _: None, log=lambda _: None)
-    assert env["RequirementsS3ObjectVersion"] == "v1"
 
 
 def test_smoke_run_triggers_and_waits(mwaa: Any) -> None:

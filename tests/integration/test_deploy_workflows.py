@@ -89,3 +89,8 @@ def test_deploy_uses_oidc_and_the_cli() -> None:
     # Validation happens before anything is uploaded.
     # The environment update (new requirements/plugins) lands before the DAGs that may need it are synced.
     assert runs.index("deploy validate") < runs.index("deploy update") < runs.index("deploy sync")
+    # Images point at what CI built before the DAGs that use them ship; the sync records the release.
+    assert runs.index("deploy update") < runs.index("deploy set-images") < runs.index("deploy sync")
+    assert "--environment" in runs[runs.index("deploy sync"):].split("deploy update")[0]
+    assert _deploy()["jobs"]["deploy"]["needs"] == "images"
+    assert _deploy()["jobs"]["images"]["uses"] == "./.github/workflows/images.yml"

@@ -1,4 +1,8 @@
-"""MWAA bundle: contents, plugins.zip layout, pinned requirements with the vendored constraints, reproducibility."""
+"""MWAA bundle: contents, plugins.zip layout, pinned requirements with the vendored constraints, reproducibility.
+
+The constraints travel inside plugins.zip: requirements.txt names nothing under dags/, so requirements, constraints
+and wheels form one set versioned by the two object versions an UpdateEnvironment names.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return build_bundle(BundleSpec(ROOT, tmp_path_factory.mktemp("b") / "mwaa"), log=lambda _: None)
 
 
-def test_dags_copied_as_is_with_constraints(bundle: Bundle) -> None:
+def test_dags_copied_as_is_and_constraints_ship_in_plugins_zip(bundle: Bundle) -> None:
     for src in (ROOT / "dags").glob("*.py"):
         assert (bundle.dags / src.name).read_bytes() == src.read_bytes()
-    assert (bundle.dags / "constraints-3.3.1-py3.12.txt").is_file()
+    assert not (bundle.dags / "constraints-3.3.1-py3.12.txt").exists()
     assert not list(bundle.dags.rglob("__pycache__"))
+    with zipfile.ZipFile(bundle.plugins_zip) as zf:
+        shipped = zf.read("constraints-3.3.1-py3.12.txt")
+    assert shipped == (ROOT / "airflow_mlops/deploy/constraints/constraints-3.3.1-py3.12.txt").read_bytes()
 
 
 def test_plugins_zip_is_zipped_from_inside_plugins(bundle: Bundle) -> None:
@@ -41,10 +48,11 @@ def test_plugins_zip_is_zipped_from_inside_plugins(bundle: Bundle) -> None:
 
 def test_requirements_pinned_to_constraints(bundle: Bundle) -> None:
     lines = bundle.requirements_txt.read_text().splitlines()
-    assert '--constraint "/usr/local/airflow/dags/constraints-3.3.1-py3.12.txt"' in lines
+    assert '--constraint "/usr/local/airflow/plugins/constraints-3.3.1-py3.12.txt"' in lines
     assert "--find-links /usr/local/airflow/plugins" in lines and "--no-index" not in lines
+    assert "/usr/local/airflow/dags" not in bundle.requirements_txt.read_text()
     pins = read_pins(bundle.requirements_txt)
-    constraints = read_pins(bundle.dags / "constraints-3.3.1-py3.12.txt")
+    constraints = read_pins(ROOT / "airflow_mlops/deploy/constraints/constraints-3.3.1-py3.12.txt")
     assert constraints["apache-airflow"] == "3.3.1"
     assert pins["airflow-mlops"] == "0.1.0" and "apache-airflow" not in pins
     for name in ("apache-airflow-providers-amazon", "apache-airflow-providers-cncf-kubernetes", "mlflow-skinny"):
@@ -103,6 +111,30 @@ def test_requirements_conflicting_with_constraints(bundle: Bundle, tmp_path: Pat
     assert check_requirements(copy) == [
         "requirements.txt: needs exactly one --constraint line (MWAA requires it), found 0"
     ]
+    # The race of the first deploy: a constraints file in dags/ is not versioned with requirements.txt.
+    copy.requirements_txt.write_text('--constraint "/usr/local/airflow/dags/constraints-3.3.1-py3.12.txt"\n')
+    (problem,) = check_requirements(copy)
+    assert "reads from the DAGs folder, which is not versioned with requirements.txt" in problem
+    copy.requirements_txt.write_text('--constraint "/usr/local/airflow/plugins/missing.txt"\n')
+    assert check_requirements(copy) == [
+        "requirements.txt: --constraint /usr/local/airflow/plugins/missing.txt but plugins.zip has no missing.txt"
+    ]
+
+
+def test_install_set_and_extra_requirements(bundle: Bundle, tmp_path: Path) -> None:
+    """The install set changes with what MWAA installs (requirements, Airflow version), never with DAG edits."""
+    extra = build_bundle(BundleSpec(ROOT, tmp_path / "extra", extra_requirements=("six",)), log=lambda _: None)
+    assert "six==1.17.0" in extra.requirements and extra.install_set != bundle.install_set
+    assert check_requirements(extra) == []
+    upgraded = build_bundle(BundleSpec(ROOT, tmp_path / "332", airflow_version="3.3.2"), log=lambda _: None)
+    assert upgraded.install_set != bundle.install_set
+    assert '--constraint "/usr/local/airflow/plugins/constraints-3.3.2-py3.12.txt"' in (
+        upgraded.requirements_txt.read_text().splitlines())
+    assert Bundle.load(upgraded.root).airflow_version == "3.3.2"
+    with pytest.raises(DeployError, match="extra_requirements: 'six==1' is not a distribution name"):
+        BundleSpec(ROOT, tmp_path / "x", extra_requirements=("six==1",))
+    with pytest.raises(DeployError, match="constraints: no pin for not-a-dist"):
+        build_bundle(BundleSpec(ROOT, tmp_path / "y", extra_requirements=("not-a-dist",)), log=lambda _: None)
 
 
 @pytest.mark.parametrize(
