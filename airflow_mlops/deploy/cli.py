@@ -57,8 +57,15 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from airflow_mlops.deploy.validate import validate_bundle
+    from airflow_mlops.deploy.validate import check_bucket_versioning, validate_bundle
 
+    if args.bucket_only:
+        if not args.bucket:
+            raise DeployError("--bucket-only needs --bucket")
+        problems = check_bucket_versioning(_client("s3"), args.bucket)
+        for line in problems or [f"bucket {args.bucket}: versioning Enabled"]:
+            _log(line)
+        return 1 if problems else 0
     report = validate_bundle(
         Bundle.load(Path(args.bundle)),
         python=args.python,
@@ -217,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parse-budget", type=float, default=2.0, help="seconds per DAG file (default 2.0)")
     p.add_argument("--resolve", action="store_true", help="also dry-run pip's resolver (needs the index)")
     p.add_argument("--bucket", help="also check that this bucket has versioning on")
+    p.add_argument("--bucket-only", action="store_true",
+                   help="only the bucket check (once credentials exist, after the bundle was validated)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("sync", help="incremental upload of dags/ to s3://BUCKET/PREFIX by content hash")

@@ -188,7 +188,7 @@ def run_deploy(
             continue
         if edit is not None:
             argv = edit(argv)
-        if argv[:2] == ["deploy", "validate"] and validated is not None and "--bucket" not in argv:
+        if argv[:2] == ["deploy", "validate"] and validated is not None and "--bucket-only" not in argv:
             digest = _bundle_digest(checkout / argv[argv.index("--bundle") + 1])
             if digest in validated:
                 result.steps.append(StepRun(name, argv, validated[digest], "(identical bundle validated before)", 0.0))
@@ -196,7 +196,7 @@ def run_deploy(
         started = time.perf_counter()
         rc, output = run_cli(argv, cwd=checkout, env={**env, **step_env})
         result.steps.append(StepRun(name, argv, rc, output, time.perf_counter() - started))
-        if argv[:2] == ["deploy", "validate"] and validated is not None and "--bucket" not in argv:
+        if argv[:2] == ["deploy", "validate"] and validated is not None and "--bucket-only" not in argv:
             validated[_bundle_digest(checkout / argv[argv.index("--bundle") + 1])] = rc
         if rc != 0:
             break

@@ -219,16 +219,16 @@ def test_smoke_run_failure_and_path_limit(mwaa: Any) -> None:
 
 
 def test_cli_update_gives_the_smoke_run_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the CLI's argument wiring: ``update_environment`` and ``smoke_run`` themselves run above against
-    botocore's Stubber with the real MWAA service model. Here they, the boto clients and the bundle loader are
-    replaced because MWAA cannot run here and the point is which timeout reaches which call."""
+    """Only the CLI's argument wiring: ``update_environment`` and ``smoke_run`` themselves run against the MWAA
+    stand-in (test_deploy_e2e.py) and, for error shapes, botocore's Stubber above. Here they, the boto clients and
+    the bundle loader are replaced because the point is which timeout reaches which call."""
     from types import SimpleNamespace
 
     from airflow_mlops.deploy import cli, update
 
     calls: dict[str, dict[str, Any]] = {}
     monkeypatch.setattr(cli, "_client", lambda service: service)
-    monkeypatch.setattr(cli, "Bundle", SimpleNamespace(load=lambda path: None))
+    monkeypatch.setattr(cli, "Bundle", SimpleNamespace(load=lambda path: SimpleNamespace(airflow_version="3.3.1")))
     monkeypatch.setattr(cli, "_artifacts", lambda bundle, args: [])
     monkeypatch.setattr(update, "update_environment", lambda *a, **kw: calls.setdefault("update", kw))
     monkeypatch.setattr(update, "smoke_run", lambda *a, **kw: calls.setdefault("smoke", kw))

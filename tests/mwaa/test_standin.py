@@ -517,15 +517,3 @@ def test_airflowignore_rules_follow_airflow() -> None:
     assert dag_bag_files(keys, ignores) == ["a.py", "sub/b.py"]
 
 
-@pytest.mark.slow
-def test_resolving_on_top_of_airflow_as_mwaa_does(make_standin: Callable[..., MwaaStandIn], bucket: Bucket) -> None:
-    """with_airflow=True (MWAA's way: requirements on top of apache-airflow==3.3.1): about 22 s for pip, once; the
-    same set again is a memo hit."""
-    standin = make_standin(with_airflow=True, update_seconds=0.1)
-    mwaa = standin.client()
-    _good_env(mwaa, bucket)
-    install = standin.installs("env1")[-1]
-    assert install.ok and install.resolved["apache-airflow"] == "3.3.1" and install.resolved["six"] == "1.16.0"
-    print(f"\nresolve with apache-airflow==3.3.1: {install.pip_seconds:.1f}s (memo hit: {install.memo_hit})")
-    worker = standin.start_worker("env1")
-    assert worker.ok and worker.memo_hit and worker.seconds < 10
