@@ -92,7 +92,8 @@ MWAA_BUNDLE ?= build/mwaa
 PARITY_VENV ?= /tmp/airflow-mlops-mwaa-parity
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
 
-bundle:
+# The project venv only when the CLI comes from it (CI's parity job installs the CLI alone).
+bundle: $(if $(filter $(BIN)/%,$(DEPLOY_CLI)),venv)
 	$(DEPLOY_CLI) deploy bundle --out $(MWAA_BUNDLE)
 
 # MWAA parity: requirements.txt installed as MWAA installs it (Python 3.12, Airflow 3.3.1, the vendored
