@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the bucket check (once credentials exist, after the bundle was validated)")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("sync", help="incremental upload of dags/ to s3://BUCKET/PREFIX by content hash")
+    p = sub.add_parser("sync", help="incremental, ordered upload of dags/ to s3://BUCKET/PREFIX by content hash "
+                                            "(support files, DAG files, deletions last)")
     p.add_argument("--bundle", default=DEFAULT_OUT)
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", default="dags", help="the environment's DagS3Path (default: dags)")
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sync)
 
     for name, helptext in (("update", "publish requirements/plugins and update the environment"),
-                           ("rollback", "point the environment at earlier object versions")):
+                           ("rollback", "restore an earlier release: requirements + plugins, then its DAGs")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--environment", required=True, help="MWAA environment name")
         p.add_argument("--no-wait", action="store_true", help="do not wait for AVAILABLE")
@@ -302,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except DeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # AWS errors (no credentials, access denied, unreachable endpoint) are a person's to fix, not a traceback.
+        if type(exc).__module__.split(".")[0] not in {"botocore", "boto3"}:
+            raise
+        print(f"error: AWS: {exc}", file=sys.stderr)
         return 1
 
 
