@@ -157,7 +157,7 @@ def _cmd_releases(args: argparse.Namespace) -> int:
 
 
 def _cmd_set_images(args: argparse.Namespace) -> int:
-    from airflow_mlops.deploy.variables import IMAGE_VARIABLES, check_image_ref, set_variables
+    from airflow_mlops.deploy.variables import IMAGE_VARIABLES, check_image_ref, check_secrets_backend, set_variables
 
     values = {
         variable: check_image_ref(f"--{flag.replace('_', '-')}", getattr(args, flag))
@@ -165,11 +165,15 @@ def _cmd_set_images(args: argparse.Namespace) -> int:
         if getattr(args, flag)
     }
     _log(f"set images on {args.environment} ({args.backend})")
+    mwaa = _client("mwaa")
+    if args.backend == "secrets-manager":
+        # Secrets the environment does not read would leave the DAGs on the default images, silently.
+        check_secrets_backend(mwaa.get_environment(Name=args.environment)["Environment"], args.variables_prefix)
     set_variables(
         values,
         backend=args.backend,
         environment=args.environment,
-        mwaa=_client("mwaa") if args.backend == "rest-api" else None,
+        mwaa=mwaa if args.backend == "rest-api" else None,
         secretsmanager=_client("secretsmanager") if args.backend == "secrets-manager" else None,
         prefix=args.variables_prefix,
         log=_log,
@@ -188,10 +192,11 @@ def _cmd_parity_venv(args: argparse.Namespace) -> int:
         subprocess.run([args.python, "-m", "venv", str(venv)], check=True)
     with tempfile.TemporaryDirectory(prefix="mwaa-parity-") as tmp:
         req = localize(bundle, Path(tmp))
-        _log(f"parity venv {venv}: apache-airflow=={args.airflow_version} + {bundle.requirements_txt}")
+        airflow_version = args.airflow_version or bundle.airflow_version
+        _log(f"parity venv {venv}: apache-airflow=={airflow_version} + {bundle.requirements_txt}")
         subprocess.run(
             [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             f"apache-airflow=={args.airflow_version}", "-r", str(req)],
+             f"apache-airflow=={airflow_version}", "-r", str(req)],
             check=True,
         )
     subprocess.run([str(py), "-m", "pip", "check"], check=True)
@@ -288,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=DEFAULT_OUT)
     p.add_argument("--venv", required=True)
     p.add_argument("--python", default="python3.12", help="interpreter for a new venv (MWAA's Python)")
-    p.add_argument("--airflow-version", default=DEFAULT_AIRFLOW_VERSION)
+    p.add_argument("--airflow-version", help="Airflow to install (default: the version the bundle was built for)")
     p.set_defaults(func=_cmd_parity_venv)
     return parser
 

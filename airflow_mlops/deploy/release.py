@@ -9,15 +9,18 @@ The ledger is one JSON object per environment in the source bucket, ``.airflow-m
 rewritten with conditional writes (``If-Match``); it keeps the newest ``KEEP`` events, newest last::
 
     {"format": 1, "environment": "<env>",
-     "events": [{"release": "<id>", "action": "deploy" | "rollback", "at": <epoch s>, "by": "<who>",
+     "events": [{"release": "<id>", "action": "deploy" | "rollback" | "rollback-started", "restores": "<id>",
+                 "at": <epoch s>, "by": "<who>",
                  "airflow_version": "3.3.1",
                  "artifacts": {"requirements": ["requirements.txt", "<VersionId>"], "plugins": [...], ...},
                  "dags": {"prefix": "dags/", "manifest_version": "<VersionId>", "digest": "<sha256 of the files>"}}]}
 
-Rollback restores a whole release, in the deploy order: the environment first (requirements + plugins +
-startup script together, so the constraints always match the requirements), then the DAGs (written back with the
-sync's ordering and conditional writes). MWAA upgrades Airflow in place but never downgrades, so a release built
-for an older Airflow version than the environment runs is refused with a message saying so.
+Events: ``deploy`` and ``rollback`` (with ``restores``: the release it restored) describe what ran; a
+``rollback-started`` event marks a rollback under way, so a re-run resumes towards the same release.
+
+Rollback restores a whole release, in the deploy order: the environment first (its Airflow version, requirements
++ plugins + startup script together, so the constraints always match the requirements; MWAA changes minor
+versions in place both ways), then the DAGs (written back with the sync's ordering and conditional writes).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from airflow_mlops.deploy.sync import (
 
 LEDGER_PREFIX = ".airflow-mlops/releases/"
 KEEP = 100
+# Ledger action of a rollback that has started but not finished (its ``restores`` names the target).
+ROLLBACK_STARTED = "rollback-started"
 # UpdateEnvironment field names per artifact kind: (path field, version field).
 ARTIFACT_FIELDS = {
     "requirements": ("RequirementsS3Path", "RequirementsS3ObjectVersion"),
@@ -76,6 +81,7 @@ class Release:
     :param dags_prefix: the DAGs prefix
     :param dags_manifest_version: VersionId of the sync manifest (the DAGs snapshot)
     :param dags_digest: digest of the DAG files' keys and sha256s
+    :param restores: for a rollback, the release it restored
     """
 
     release: str
@@ -87,11 +93,12 @@ class Release:
     dags_prefix: str
     dags_manifest_version: str
     dags_digest: str
+    restores: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The ledger's JSON form."""
         return {
-            "release": self.release, "action": self.action, "at": self.at, "by": self.by,
+            "release": self.release, "action": self.action, "at": self.at, "by": self.by, "restores": self.restores,
             "airflow_version": self.airflow_version,
             "artifacts": {k: list(v) for k, v in sorted(self.artifacts.items())},
             "dags": {"prefix": self.dags_prefix, "manifest_version": self.dags_manifest_version,
@@ -109,13 +116,14 @@ class Release:
                    str(data.get("by", "")), str(data["airflow_version"]),
                    {k: (str(v[0]), str(v[1])) for k, v in data.get("artifacts", {}).items()},
                    str(dags.get("prefix", "dags/")), str(dags.get("manifest_version", "")),
-                   str(dags.get("digest", "")))
+                   str(dags.get("digest", "")), str(data.get("restores", "")))
 
     def line(self) -> str:
         """One line a person reads."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.at))
         arts = " ".join(f"{k}@{v[1][:8]}" for k, v in sorted(self.artifacts.items()))
-        return f"{self.release}  {when}Z  {self.action:<8} Airflow {self.airflow_version}  {arts}  by {self.by}"
+        what = f"{self.action} of {self.restores}" if self.restores else self.action
+        return f"{self.release}  {when}Z  {what:<8} Airflow {self.airflow_version}  {arts}  by {self.by}"
 
 
 def release_id(airflow_version: str, artifacts: dict[str, tuple[str, str]], dags_digest: str) -> str:
@@ -179,6 +187,8 @@ def current_release(env: dict[str, Any], events: list[Release]) -> Release | Non
     """
     running = _running_artifacts(env)
     for event in reversed(events):
+        if event.action == ROLLBACK_STARTED:
+            continue
         if event.airflow_version == env.get("AirflowVersion") and event.artifacts == running:
             return event
     return None
@@ -202,6 +212,7 @@ def record_release(
     manifest_version: str,
     action: str = "deploy",
     by: str = "",
+    restores: str = "",
     log: Callable[[str], None] = print,
 ) -> Release:
     """Append what the environment runs now (artifacts + the DAGs snapshot) to its ledger, unless already last.
@@ -214,6 +225,7 @@ def record_release(
     :param manifest_version: the sync manifest's VersionId after the sync
     :param action: ``deploy`` or ``rollback``
     :param by: who (default: the sync owner)
+    :param restores: for a rollback, the release it restored
     :param log: where lines go
     """
     prefix = normalize_prefix(dags_prefix)
@@ -226,11 +238,17 @@ def record_release(
     digest = dags_digest(manifest.objects)
     rid = release_id(str(env.get("AirflowVersion", "")), artifacts, digest)
     events, etag = read_ledger(s3, bucket, environment)
-    if events and events[-1].release == rid:
+    if events and events[-1].release == rid and events[-1].action != ROLLBACK_STARTED:
         log(f"release {rid} already recorded: ledger unchanged")
         return events[-1]
     event = Release(rid, action, time.time(), by or default_owner(), str(env.get("AirflowVersion", "")), artifacts,
-                    prefix, manifest_version, digest)
+                    prefix, manifest_version, digest, restores)
+    _append(s3, bucket, environment, events, etag, event)
+    log(f"release {event.line()}")
+    return event
+
+
+def _append(s3: Any, bucket: str, environment: str, events: list[Release], etag: str | None, event: Release) -> None:
     body = json.dumps({"format": 1, "environment": environment,
                        "events": [e.to_json() for e in [*events, event][-KEEP:]]}, indent=1).encode()
     condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -239,11 +257,103 @@ def record_release(
                       **condition)
     except Exception as exc:
         if is_precondition_failed(exc):
-            raise DeployError(f"ledger: s3://{bucket}/{ledger_key(environment)} changed while this deploy recorded "
-                              "its release (another deploy at the same time?); run the deploy again") from exc
+            raise DeployError(f"ledger: s3://{bucket}/{ledger_key(environment)} changed while this deploy wrote to "
+                              "it (another deploy at the same time?); run it again") from exc
         raise
-    log(f"release {event.line()}")
-    return event
+
+
+def pending_rollback(events: list[Release]) -> Release | None:
+    """The release an interrupted rollback was heading for: the last event, when it is a rollback start.
+
+    :param events: the ledger
+    """
+    if events and events[-1].action == ROLLBACK_STARTED:
+        target = [e for e in events if e.release == events[-1].restores and e.action != ROLLBACK_STARTED]
+        return target[-1] if target else None
+    return None
+
+
+def record_rollback_start(s3: Any, bucket: str, environment: str, target: Release,
+                          log: Callable[[str], None] = print) -> None:
+    """Note in the ledger that a rollback to ``target`` started (so a re-run resumes towards it).
+
+    :param s3: boto3 S3 client
+    :param bucket: source bucket
+    :param environment: environment name
+    :param target: the release being restored
+    :param log: where lines go
+    """
+    events, etag = read_ledger(s3, bucket, environment)
+    if pending_rollback(events) == target:
+        return
+    start = Release(f"to-{target.release}", ROLLBACK_STARTED, time.time(), default_owner(), target.airflow_version,
+                    target.artifacts, target.dags_prefix, target.dags_manifest_version, target.dags_digest,
+                    target.release)
+    _append(s3, bucket, environment, events, etag, start)
+    log(f"  ledger: rollback to {target.release} started")
+
+
+def preflight_rollback(s3: Any, bucket: str, target: Release, log: Callable[[str], None] = print) -> None:
+    """Everything a rollback will read, checked before it changes anything.
+
+    The DAG sync must not be claimed by a deploy, and every object version of the release (artifacts, the DAGs
+    snapshot and each DAG object in it) must still exist: the bucket's lifecycle expires noncurrent versions.
+
+    :param s3: boto3 S3 client
+    :param bucket: source bucket
+    :param target: the release
+    :param log: where lines go
+    """
+    from botocore.exceptions import ClientError
+
+    claim = read_manifest(s3, bucket, target.dags_prefix + MANIFEST_NAME)
+    if claim.state == "in-progress":
+        raise DeployError(f"rollback: {claim.owner} is syncing s3://{bucket}/{target.dags_prefix}; wait for that "
+                          "deploy to finish (or take over its claim with `deploy sync --take-over`), then roll back. "
+                          "Nothing was changed.")
+    snapshot = read_manifest(s3, bucket, target.dags_prefix + MANIFEST_NAME, target.dags_manifest_version or None)
+    wanted = [(key, version) for key, version in target.artifacts.values()]
+    wanted += [(key, entry[2]) for key, entry in snapshot.objects.items()]
+    missing = []
+    for key, version in wanted:
+        if not version:
+            missing.append(f"{key} (no version recorded)")
+            continue
+        try:
+            s3.head_object(Bucket=bucket, Key=key, VersionId=version)
+        except ClientError:
+            missing.append(f"{key}@{version}")
+    if missing:
+        raise DeployError(
+            f"rollback: release {target.release} can no longer be restored: {len(missing)} object version(s) are "
+            f"gone (the bucket's lifecycle expires noncurrent versions): {', '.join(missing[:5])}. Nothing was "
+            "changed; deploy the wanted commit instead."
+        )
+    log(f"  preflight: {len(wanted)} object versions readable, no sync in progress")
+
+
+def restore_current(s3: Any, bucket: str, key: str, version: str, *, log: Callable[[str], None] = print) -> str:
+    """Make ``version``'s content the current object of ``key`` (a server-side copy) and return its VersionId.
+
+    Nothing is copied when the latest version already holds that content.
+
+    :param s3: boto3 S3 client
+    :param bucket: source bucket
+    :param key: the artifact's key
+    :param version: the version to restore
+    :param log: where lines go
+    """
+    from airflow_mlops.deploy import HASH_METADATA_KEY
+
+    want = s3.head_object(Bucket=bucket, Key=key, VersionId=version).get("Metadata", {}).get(HASH_METADATA_KEY)
+    latest = s3.head_object(Bucket=bucket, Key=key)
+    if want and latest.get("Metadata", {}).get(HASH_METADATA_KEY) == want:
+        return str(latest["VersionId"])
+    copied = s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key, "VersionId": version},
+                            MetadataDirective="COPY")
+    new = str(copied["VersionId"])
+    log(f"  restored s3://{bucket}/{key} version {version} as the current version {new}")
+    return new
 
 
 def choose_target(events: list[Release], current: Release | None, release: str | None) -> Release:
@@ -253,6 +363,7 @@ def choose_target(events: list[Release], current: Release | None, release: str |
     :param current: what runs now
     :param release: an id or prefix, or None for the previous release
     """
+    events = [e for e in events if e.action != ROLLBACK_STARTED]
     if not events:
         raise DeployError("rollback: the ledger has no releases yet; deploy once with `deploy sync --environment`")
     if release:

@@ -2,7 +2,7 @@
 
 requirements.txt, plugins.zip and the startup script are uploaded only when their content hash changed; their S3
 VersionIds (the bucket must be versioned) go into ONE mwaa UpdateEnvironment, with the bundle's Airflow version
-when it is an upgrade, so MWAA always installs a consistent set (the constraints travel inside plugins.zip, see
+when it differs, so MWAA always installs a consistent set (the constraints travel inside plugins.zip, see
 :mod:`airflow_mlops.deploy.bundle`). When the environment already runs that content, no update is made (an MWAA
 update takes 20-40 minutes and restarts the workers).
 
@@ -25,8 +25,12 @@ from airflow_mlops.deploy.release import (
     Release,
     choose_target,
     current_release,
+    pending_rollback,
+    preflight_rollback,
     read_ledger,
     record_release,
+    record_rollback_start,
+    restore_current,
     restore_dags,
     version_tuple,
 )
@@ -211,8 +215,9 @@ def update_environment(
     :param name: MWAA environment name
     :param bucket: its source bucket
     :param artifacts: requirements / plugins / startup script to publish
-    :param airflow_version: the Airflow version the bundle was built for: an upgrade goes in the same update; an
-        older version than the environment runs is refused (MWAA never downgrades)
+    :param airflow_version: the Airflow version the bundle was built for: a minor-version change (MWAA changes
+        minor versions in place, up or down) goes in the same update as its requirements and constraints; a
+        major-version change is refused
     :param wait: wait until AVAILABLE
     :param force: call UpdateEnvironment even when the versions are unchanged
     :param poll_s: seconds between status polls
@@ -233,14 +238,13 @@ def update_environment(
         raise DeployError(f"bucket: {bucket!r} is not environment {name}'s source bucket ({source_arn})")
 
     running_airflow = str(env.get("AirflowVersion", ""))
-    upgrade = False
-    if airflow_version and running_airflow and airflow_version != running_airflow:
-        if version_tuple(airflow_version) < version_tuple(running_airflow):
-            raise DeployError(
-                f"airflow_version: the bundle is built for Airflow {airflow_version} but {name} runs "
-                f"{running_airflow}, and MWAA cannot downgrade; build with --airflow-version {running_airflow}"
-            )
-        upgrade = True
+    change_version = bool(airflow_version and running_airflow and airflow_version != running_airflow)
+    if change_version and version_tuple(str(airflow_version))[:1] != version_tuple(running_airflow)[:1]:
+        raise DeployError(
+            f"airflow_version: the bundle is built for Airflow {airflow_version} but {name} runs {running_airflow}; "
+            "a major-version change is a migration (MWAA: only between 2.11.x and 3.x, after a rehearsal), not a "
+            "deploy. Build the bundle with --airflow-version " + running_airflow
+        )
     log(f"update {name} ({running_airflow or '?'}, {status})")
     previous = {a.kind: (env.get(ARTIFACT_FIELDS[a.kind][0]), env.get(ARTIFACT_FIELDS[a.kind][1])) for a in artifacts}
     published = tuple(
@@ -250,10 +254,11 @@ def update_environment(
     )
     request: dict[str, Any] = {"Name": name}
     differs = False
-    if upgrade:
+    if change_version:
         request["AirflowVersion"] = airflow_version
         differs = True
-        log(f"  airflow         {running_airflow} -> {airflow_version} (in-place upgrade, with the matching "
+        way = "upgrade" if version_tuple(str(airflow_version)) > version_tuple(running_airflow) else "downgrade"
+        log(f"  airflow         {running_airflow} -> {airflow_version} (in-place {way}, with the matching "
             "requirements and constraints)")
     for pub in published:
         path_field, version_field = ARTIFACT_FIELDS[pub.artifact.kind]
@@ -294,14 +299,22 @@ def rollback(
     clock: Callable[[], float] = time.monotonic,
     log: Callable[[str], None] = print,
 ) -> Release:
-    """Restore a whole earlier release: requirements + plugins (+ startup script) together, then its DAGs.
+    """Restore a whole earlier release: Airflow version, requirements + plugins (+ startup script), then its DAGs.
+
+    Everything the rollback needs is checked before anything changes (the DAG sync is not claimed by a deploy, and
+    every object version of the release can still be read). The start is recorded in the ledger, so a rollback
+    that was interrupted (or sent with ``wait=False``) resumes towards the same release when run again. The
+    release's artifact versions are copied back as the current objects, so what runs is always the latest version
+    of each key: the bucket's expiry of noncurrent versions cannot remove it, and re-creating the environment from
+    the latest objects (``mwaa-env.sh up``) brings back what ran.
 
     :param mwaa: boto3 MWAA client
     :param s3: boto3 S3 client
     :param name: environment name
     :param bucket: its source bucket (holds the ledger)
-    :param release: release id (or a unique prefix); default: the release before the one running now
-    :param wait: wait until AVAILABLE before restoring the DAGs (without it, the DAGs are left as they are)
+    :param release: release id (or a unique prefix); default: the release before the one running now, or the one
+        an interrupted rollback was heading for
+    :param wait: wait until AVAILABLE and restore the DAGs (without it, run the rollback again to finish)
     :param workers: parallel S3 requests for the DAGs
     :param poll_s: seconds between polls
     :param timeout_s: give up after this long
@@ -314,25 +327,36 @@ def rollback(
     if status not in READY_TO_UPDATE:
         raise DeployError(f"MWAA environment {name} is {status}; wait until it is AVAILABLE, then roll back")
     events, _ = read_ledger(s3, bucket, name)
-    current = current_release(env, events)
-    target = choose_target(events, current, release)
+    pending = pending_rollback(events)
+    if pending is not None and not release:
+        target = pending
+        log(f"resuming the interrupted rollback of {name} to release {target.release}")
+    else:
+        target = choose_target(events, current_release(env, events), release)
     running_airflow = str(env.get("AirflowVersion", ""))
-    if running_airflow and version_tuple(target.airflow_version) < version_tuple(running_airflow):
+    if running_airflow and version_tuple(target.airflow_version)[:1] != version_tuple(running_airflow)[:1]:
         raise DeployError(
-            f"release: {target.release} ran Airflow {target.airflow_version}, but {name} now runs {running_airflow} "
-            "and MWAA cannot downgrade Airflow. Roll back to a release built for "
-            f"{running_airflow}, or deploy the old DAGs rebuilt with --airflow-version {running_airflow}"
+            f"release: {target.release} ran Airflow {target.airflow_version} and {name} runs {running_airflow}: a "
+            "major-version change is a migration, not a rollback"
         )
     log(f"rollback {name} to release {target.line()}")
+    preflight_rollback(s3, bucket, target, log=log)
+    record_rollback_start(s3, bucket, name, target, log=log)
+
     request: dict[str, Any] = {"Name": name}
     differs = False
+    if running_airflow and target.airflow_version != running_airflow:
+        request["AirflowVersion"] = target.airflow_version
+        differs = True
+        log(f"  airflow         {running_airflow} -> {target.airflow_version}")
     for kind, (key, version) in sorted(target.artifacts.items()):
         path_field, version_field = ARTIFACT_FIELDS[kind]
+        current = restore_current(s3, bucket, key, version, log=log)
         request[path_field] = key
-        request[version_field] = version
-        if (env.get(path_field), env.get(version_field)) != (key, version):
+        request[version_field] = current
+        if (env.get(path_field), env.get(version_field)) != (key, current):
             differs = True
-            log(f"  {kind:<15} {env.get(version_field, '-')} -> {version}")
+            log(f"  {kind:<15} {env.get(version_field, '-')} -> {current} (the content of {version})")
     dropped = [k for k, (pf, _vf) in ARTIFACT_FIELDS.items() if env.get(pf) and k not in target.artifacts]
     if dropped:
         log(f"  note: {', '.join(dropped)} stay as they are (release {target.release} had none)")
@@ -340,15 +364,17 @@ def rollback(
         since = env.get("LastUpdate", {}).get("CreatedAt")
         mwaa.update_environment(**request)
         if not wait:
-            log("  UpdateEnvironment sent; DAGs not restored (--no-wait): run the rollback again once AVAILABLE")
+            log(f"  UpdateEnvironment sent; DAGs not restored yet (--no-wait): run the same rollback again once "
+                f"{name} is AVAILABLE, it resumes towards release {target.release}")
             return target
         wait_until_available(mwaa, name, since=since, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep, clock=clock,
                              log=log)
     else:
-        log("  requirements/plugins already at this release: no environment update")
+        log("  Airflow, requirements and plugins already at this release: no environment update")
     restored = restore_dags(s3, bucket, target, workers=workers, log=log)
     return record_release(s3, mwaa, environment=name, bucket=bucket, dags_prefix=target.dags_prefix,
-                          manifest_version=restored.manifest_version, action="rollback", log=log)
+                          manifest_version=restored.manifest_version, action="rollback", restores=target.release,
+                          log=log)
 
 
 class RestApiError(DeployError):

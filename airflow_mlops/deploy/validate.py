@@ -354,6 +354,9 @@ def validate_bundle(
         raise DeployError(f"python: {python} cannot import airflow:\n{proc.stderr.strip()[-800:]}")
     py_version, af_version = proc.stdout.split()
     report.notes.append(f"imported with Python {py_version}, Airflow {af_version} ({python})")
+    if af_version != bundle.airflow_version:
+        report.notes.append(f"the bundle targets Airflow {bundle.airflow_version}: for parity, validate in the venv "
+                            "`deploy parity-venv` builds (make mwaa-parity)")
     report.files = check_dags(bundle.dags, python=python, budget_s=budget_s, plugins=bundle.plugins_zip)
     report.problems += check_plugins_zip(bundle.plugins_zip, bundle.requirements_txt)
     report.problems += check_requirements(bundle)

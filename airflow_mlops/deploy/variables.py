@@ -11,7 +11,9 @@ ways, chosen by how the environment reads Variables:
     value. Survives ``mwaa-env.sh down/up``; takes precedence over the metadata DB.
 ``rest-api``
     The Airflow REST API through mwaa InvokeRestApi (``POST /variables``, ``PATCH /variables/{key}``): Variables
-    in the metadata DB, for environments without a secrets backend.
+    in the metadata DB, for environments without a secrets backend. The caller's MWAA web role must be ``Op`` or
+    ``Admin`` (Airflow's ``User`` role may not edit Variables), and the Variables go with the metadata database
+    when the environment is deleted.
 
 Only a value that differs is written; an unchanged deploy writes nothing.
 """
@@ -49,6 +51,39 @@ def check_image_ref(field: str, ref: str) -> str:
             "outputs it (a tag can move; the lineage must name the image CI built)"
         )
     return ref
+
+
+SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
+
+
+def check_secrets_backend(env: Mapping[str, Any], prefix: str) -> None:
+    """The environment reads Variables from Secrets Manager under ``prefix``, else DeployError saying what it reads.
+
+    :param env: GetEnvironment's ``Environment`` (its ``AirflowConfigurationOptions``)
+    :param prefix: the ``variables_prefix`` the secrets are written under
+    """
+    import json
+
+    options = env.get("AirflowConfigurationOptions") or {}
+    name = env.get("Name", "the environment")
+    backend = str(options.get("secrets.backend", ""))
+    if backend != SECRETS_BACKEND:
+        raise DeployError(
+            f"backend: {name} has secrets.backend={backend or '(none)'}, so it would not read Variables written to "
+            f"Secrets Manager; configure {SECRETS_BACKEND} (infra/cloudformation/mwaa-environment.yaml does) or use "
+            "--backend rest-api"
+        )
+    try:
+        kwargs = json.loads(str(options.get("secrets.backend_kwargs") or "{}"))
+    except ValueError as exc:
+        raise DeployError(f"backend: {name}'s secrets.backend_kwargs is not JSON: {exc}") from exc
+    # The amazon provider's SecretsManagerBackend default variables_prefix is airflow/variables.
+    configured = str(kwargs.get("variables_prefix", DEFAULT_VARIABLES_PREFIX) if isinstance(kwargs, dict) else "")
+    if configured.rstrip("/") != prefix.rstrip("/"):
+        raise DeployError(
+            f"variables_prefix: {name} reads Variables under {configured!r} but these would be written under "
+            f"{prefix!r}; pass --variables-prefix {configured}"
+        )
 
 
 @dataclass(frozen=True)

@@ -226,5 +226,6 @@ def expressions_for(*, environment: str, bucket: str, images: Mapping[str, str],
         "secrets.MWAA_VARIABLES_PREFIX": "",
         "github.run_id": "4242",
         "github.event.inputs.smoke_dag": smoke_dag,
+        "github.event.inputs.take_over_sync == 'true' && '--take-over' || ''": "",
         **{f"needs.images.outputs.{k}": v for k, v in images.items()},
     }

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from airflow_mlops.deploy.variables import SECRETS_BACKEND
 from tests.integration.deploy_workflow import DeployRun, expressions_for, run_cli, run_deploy
 
 pytestmark = pytest.mark.slow
@@ -89,9 +90,12 @@ class World:
         self.mwaa = standin.client()
         self.s3.create_bucket(Bucket=self.bucket)
         self.s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
-        # As infra/mwaa-env.sh up creates it on a first deploy: the bucket and dags/ path, no requirements/plugins.
+        # As infra/mwaa-env.sh up creates it on a first deploy: the bucket and dags/ path, no requirements/plugins,
+        # Variables and Connections from Secrets Manager.
         self.mwaa.create_environment(
             Name=self.name, AirflowVersion="3.3.1", SourceBucketArn=f"arn:aws:s3:::{self.bucket}", DagS3Path="dags",
+            AirflowConfigurationOptions={"secrets.backend": SECRETS_BACKEND, "secrets.backend_kwargs": json.dumps(
+                {"connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables"})},
             ExecutionRoleArn="arn:aws:iam::123456789012:role/mwaa-exec",
             NetworkConfiguration={"SubnetIds": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-1"]},
         )
@@ -245,7 +249,7 @@ def test_requirements_change_updates_requirements_and_plugins_together(world: Wo
     assert install.resolved["six"] == "1.17.0"  # the constraints' pin
 
 
-def test_airflow_version_change_upgrades_in_place_with_matching_constraints(world: World) -> None:
+def test_airflow_version_change_in_place_with_matching_constraints_and_back(world: World) -> None:
     _assert_ok(world.deploy())
     run = world.deploy(edit=_bump_airflow)
     _assert_ok(run)
@@ -256,15 +260,23 @@ def test_airflow_version_change_upgrades_in_place_with_matching_constraints(worl
     install = world.standin.installs(world.name)[-1]
     assert install.ok and install.airflow_version == "3.3.2" and install.resolved["apache-airflow"] == "3.3.2"
     assert "/usr/local/airflow/plugins/constraints-3.3.2-py3.12.txt" in install.referenced
-    # Going back to a 3.3.1 bundle is refused before anything is sent: MWAA cannot downgrade.
-    back = world.deploy()
-    assert not back.ok and back.updates == []  # type: ignore[attr-defined]
-    assert "MWAA cannot downgrade" in back.step("update").output
-    # And so is a rollback to the release that ran 3.3.1.
-    rc, out = run_cli(["deploy", "rollback", "--environment", world.name, "--bucket", world.bucket, "--poll", "0.2"],
-                      cwd=world.checkout, env=world.env)
-    assert rc == 1 and "MWAA cannot downgrade Airflow" in out
-    assert world.environment()["AirflowVersion"] == "3.3.2"
+    # A rollback restores Airflow 3.3.1 (MWAA changes minor versions in place both ways) with 3.3.1's constraints,
+    # in the same update.
+    rc, out = _rollback(world)
+    assert rc == 0, out
+    assert world.environment()["AirflowVersion"] == "3.3.1"
+    back = world.standin.installs(world.name)[-1]
+    assert back.ok and back.airflow_version == "3.3.1" and back.resolved["apache-airflow"] == "3.3.1"
+    assert "/usr/local/airflow/plugins/constraints-3.3.1-py3.12.txt" in back.referenced
+
+
+def _rollback(world: World, *extra: str) -> tuple[int, str]:
+    return run_cli(["deploy", "rollback", "--environment", world.name, "--bucket", world.bucket, "--poll", "0.2",
+                    *extra], cwd=world.checkout, env=world.env)
+
+
+def _sha(world: World, key: str, version: str) -> str:
+    return str(world.s3.head_object(Bucket=world.bucket, Key=key, VersionId=version)["Metadata"]["sha256"])
 
 
 def test_rollback_restores_the_release_with_its_constraints_and_dags(world: World) -> None:
@@ -278,27 +290,57 @@ def test_rollback_restores_the_release_with_its_constraints_and_dags(world: Worl
     _assert_ok(world.deploy())
     assert world.environment()["RequirementsS3ObjectVersion"] != first_env["RequirementsS3ObjectVersion"]
 
-    rc, out = run_cli(["deploy", "rollback", "--environment", world.name, "--bucket", world.bucket, "--poll", "0.2"],
-                      cwd=world.checkout, env=world.env)
+    rc, out = _rollback(world)
     assert rc == 0, out
     env = world.environment()
-    for field in ("RequirementsS3ObjectVersion", "PluginsS3ObjectVersion"):
-        assert env[field] == first_env[field]
+    # The first release's content, copied back as the current objects (noncurrent versions expire; `up` re-creates
+    # from the latest), so what runs is the latest version of each key.
+    for key, field in (("requirements.txt", "RequirementsS3ObjectVersion"), ("plugins.zip", "PluginsS3ObjectVersion")):
+        assert _sha(world, key, env[field]) == _sha(world, key, first_env[field])
+        assert env[field] == world.s3.head_object(Bucket=world.bucket, Key=key)["VersionId"]
     install = world.standin.installs(world.name)[-1]
     # The first release's requirements again, installed with the constraints that shipped beside them.
-    assert install.ok and install.artifacts["requirements"][1] == first_env["RequirementsS3ObjectVersion"]
-    assert "six==1.17.0" not in (install.requirements_text or "").splitlines()
+    assert install.ok and "six==1.17.0" not in (install.requirements_text or "").splitlines()
     assert install.referenced == first_install.referenced and install.resolved == first_install.resolved
     assert world.dag_body("mlops_drift_monitor.py") == first_dag
     events = world.ledger()
-    assert [e["action"] for e in events] == ["deploy", "deploy", "rollback"]
-    assert events[-1]["release"] == events[0]["release"]
+    assert [e["action"] for e in events] == ["deploy", "deploy", "rollback-started", "rollback"]
+    assert events[-1]["restores"] == events[0]["release"]
     rc, out = run_cli(["deploy", "releases", "--environment", world.name, "--bucket", world.bucket],
                       cwd=world.checkout, env=world.env)
-    assert rc == 0 and out.count("\n") == 3 and out.splitlines()[-1].startswith("* " + events[0]["release"])
-    # Re-deploying the rolled-back content reuses the versions the environment runs: no update, no upload.
-    _assert_ok(world.deploy())  # the checkout still holds the second release: it goes forward again
-    assert world.environment()["RequirementsS3ObjectVersion"] != first_env["RequirementsS3ObjectVersion"]
+    assert rc == 0 and out.splitlines()[-1].startswith("* ") and f"rollback of {events[0]['release']}" in out
+    # The checkout still holds the second release: the next deploy goes forward again.
+    _assert_ok(world.deploy())
+    assert "six==1.17.0" in (world.standin.installs(world.name)[-1].requirements_text or "")
+
+
+def test_rollback_changes_nothing_while_a_sync_holds_the_prefix_and_resumes_when_interrupted(world: World) -> None:
+    _assert_ok(world.deploy())
+    first = world.ledger()[0]["release"]
+    dag = world.checkout / "dags" / "mlops_drift_monitor.py"
+    dag.write_text(dag.read_text() + "\n# second\n")
+    _add_requirement(world, "six")
+    _assert_ok(world.deploy())
+    manifest_key = "dags/.airflow-mlops-sync.json"
+    saved = world.s3.get_object(Bucket=world.bucket, Key=manifest_key)["Body"].read()
+    claim = json.loads(saved)
+    claim.update(state="in-progress", owner="github-actions run 99", started_at=time.time())
+    world.s3.put_object(Bucket=world.bucket, Key=manifest_key, Body=json.dumps(claim).encode())
+    before = len(world.standin.calls)
+    rc, out = _rollback(world)
+    assert rc == 1 and "github-actions run 99 is syncing" in out and "Nothing was changed" in out
+    assert [op for op, _ in world.standin.calls[before:] if op == "UpdateEnvironment"] == []
+    world.s3.put_object(Bucket=world.bucket, Key=manifest_key, Body=saved)
+
+    # Sent without waiting (or interrupted): a second run resumes towards the same release, not one further back.
+    rc, out = _rollback(world, "--no-wait")
+    assert rc == 0 and "run the same rollback again" in out, out
+    world.standin.settle(world.name)
+    rc, out = _rollback(world)
+    assert rc == 0 and f"resuming the interrupted rollback of {world.name} to release {first}" in out, out
+    events = world.ledger()
+    assert [e["action"] for e in events][-2:] == ["rollback-started", "rollback"] and events[-1]["restores"] == first
+    assert b"# second" not in world.dag_body("mlops_drift_monitor.py")
 
 
 def test_the_old_layout_fails_a_first_deploy_the_way_mwaa_does(world: World) -> None:

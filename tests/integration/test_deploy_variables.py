@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_mlops.deploy import DeployError
-from airflow_mlops.deploy.variables import check_image_ref, set_variables
+from airflow_mlops.deploy.variables import SECRETS_BACKEND, check_image_ref, set_variables
 from tests.integration.deploy_workflow import run_cli
 
 DIGEST = "123456789012.dkr.ecr.us-east-1.amazonaws.com/airflow-mlops/trainer@sha256:" + "d" * 64
@@ -51,11 +51,15 @@ def available(moto_url: str) -> Iterator[tuple[Any, Any, str]]:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     with MwaaStandIn(moto_url, update_seconds=0.1, with_airflow=False) as standin:
         mwaa = standin.client()
-        mwaa.create_environment(
-            Name=name, SourceBucketArn=f"arn:aws:s3:::{bucket}", DagS3Path="dags",
-            ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
-            NetworkConfiguration={"SubnetIds": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-1"]})
-        assert standin.settle(name) == "AVAILABLE"
+        for env_name, options in ((name, {}), (f"{name}-sm", {
+                "secrets.backend": SECRETS_BACKEND,
+                "secrets.backend_kwargs": '{"connections_prefix": "airflow/connections", '
+                                          '"variables_prefix": "airflow/staging/variables"}'})):
+            mwaa.create_environment(
+                Name=env_name, SourceBucketArn=f"arn:aws:s3:::{bucket}", DagS3Path="dags",
+                ExecutionRoleArn="arn:aws:iam::123456789012:role/x", AirflowConfigurationOptions=options,
+                NetworkConfiguration={"SubnetIds": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-1"]})
+            assert standin.settle(env_name) == "AVAILABLE"
         yield standin, mwaa, name
 
 
@@ -77,16 +81,24 @@ def test_rest_api_backend_creates_then_patches_only_what_differs(available: tupl
     assert "unchanged" in lines[1] and f"{DIGEST} -> {newer}" in lines[2]
 
 
-def test_secrets_manager_backend_through_the_cli(moto_url: str) -> None:
+def test_secrets_manager_backend_through_the_cli(moto_url: str, available: tuple[Any, Any, str]) -> None:
+    """Secrets are written only where the environment's secrets backend reads them."""
     import boto3
 
+    standin, _, name = available
     env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url}
-    prefix = f"airflow/{uuid.uuid4().hex[:6]}/variables"
-    argv = ["deploy", "set-images", "--environment", "mlops-staging", "--variables-prefix", prefix,
-            "--mlops-image", DIGEST, "--serving-image", DIGEST.replace("trainer", "serving")]
+           "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url, "AWS_ENDPOINT_URL_MWAA": standin.endpoint}
+    prefix = "airflow/staging/variables"
+    images = ["--mlops-image", DIGEST, "--serving-image", DIGEST.replace("trainer", "serving")]
     from pathlib import Path
 
+    # An environment with no secrets backend would never read them; a wrong prefix neither.
+    rc, out = run_cli(["deploy", "set-images", "--environment", name, "--variables-prefix", prefix, *images],
+                      cwd=Path.cwd(), env=env)
+    assert rc == 1 and "secrets.backend=(none)" in out
+    rc, out = run_cli(["deploy", "set-images", "--environment", f"{name}-sm", *images], cwd=Path.cwd(), env=env)
+    assert rc == 1 and "reads Variables under 'airflow/staging/variables'" in out
+    argv = ["deploy", "set-images", "--environment", f"{name}-sm", "--variables-prefix", prefix, *images]
     rc, out = run_cli(argv, cwd=Path.cwd(), env=env)
     assert rc == 0, out
     sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto_url, aws_access_key_id="x",

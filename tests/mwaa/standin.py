@@ -18,11 +18,12 @@ What is modelled (as MWAA documents it):
   ``LastUpdate`` is ``PENDING`` (also while rolling back), then ``SUCCESS`` or ``FAILED``, with ``CreatedAt`` and
   ``Source``. A create writes ``LastUpdate`` too (CreatedAt = the environment's CreatedAt), as MWAA does.
 * Synchronous refusals (ValidationException naming the reason): an update unless the environment is ``AVAILABLE``
-  or ``UPDATE_FAILED``; an AirflowVersion not in ``supported_versions``; a downgrade or a change of major version
-  (MWAA upgrades minor versions in place only); a source bucket that does not exist or is not versioned; an
-  object version given for an artifact without a path; InvokeRestApi paths over 64 characters; requests that do
-  not fit the service model. Fields not given keep their values; a path given without an object version means the
-  latest version at that moment (recorded, so GetEnvironment shows it); an empty path removes the artifact.
+  or ``UPDATE_FAILED``; an AirflowVersion not in ``supported_versions``; a change of major version other than
+  2.11.x <-> 3.x (MWAA changes minor versions in place, up or down, as its user guide documents); a source bucket
+  that does not exist or is not versioned; an object version given for an artifact without a path; InvokeRestApi
+  paths over 64 characters; requests that do not fit the service model. Fields not given keep their values; a path
+  given without an object version means the latest version at that moment (recorded, so GetEnvironment shows it);
+  an empty path removes the artifact.
 * The install, at each create/update (and at each :meth:`MwaaStandIn.start_worker`): requirements.txt, plugins.zip
   and the startup script are read at the REQUESTED object versions (a missing object or version fails it);
   ``DagS3Path``'s objects are taken as they are at that moment (synchronously, before the API call answers); both
@@ -1244,16 +1245,16 @@ class MwaaStandIn:
                 f"AirflowVersion {version} is not supported; supported versions: {', '.join(self.supported_versions)}"
             )
         if current is not None and version != current:
+            # MWAA's "Changing the Apache Airflow version": minor upgrades and downgrades in place (x.4.z <-> x.5.z);
+            # 2 -> 3 only from the latest 2.11.x, 3 -> 2 only down to 2.11.x; anything else is a new environment.
             new, old = _version_key(version), _version_key(current)
-            if new < old:
-                raise _validation(
-                    f"AirflowVersion {version} is a downgrade from {current}; MWAA only upgrades in place"
-                )
             if new[:1] != old[:1]:
-                raise _validation(
-                    f"AirflowVersion {current} -> {version}: MWAA does not upgrade across major versions in place; "
-                    "create a new environment"
-                )
+                two = old if old[0] == 2 else new
+                if two[:2] != (2, 11):
+                    raise _validation(
+                        f"AirflowVersion {current} -> {version}: MWAA changes major versions in place only between "
+                        "2.11.x and 3.x; upgrade to 2.11 first, or create a new environment"
+                    )
 
     def _apply_fields(self, config: dict[str, Any], params: dict[str, Any], *, create: bool) -> None:
         shown = set(self._model.shape_for("Environment").members)

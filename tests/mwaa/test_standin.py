@@ -137,14 +137,14 @@ def test_update_is_refused_while_updating(standin: MwaaStandIn, mwaa: Any, bucke
     assert env["RequirementsS3ObjectVersion"] == good, "fields not given keep their values"
 
 
-def test_airflow_version_must_be_supported_and_only_upgrades_in_place(
+def test_airflow_version_must_be_supported_and_changes_minor_versions_in_place(
     make_standin: Callable[..., MwaaStandIn], bucket: Bucket
 ) -> None:
-    standin = make_standin(supported_versions=("3.2.0", "3.3.1"))
+    standin = make_standin(supported_versions=("2.10.3", "3.2.0", "3.3.1"))
     mwaa = standin.client()
     env = _create(mwaa, bucket, AirflowVersion="3.2.0")
     assert env["Status"] == "AVAILABLE" and env["AirflowVersion"] == "3.2.0"
-    for version, reason in (("3.4.0", "not supported"), ("2.10.3", "not supported")):
+    for version, reason in (("3.4.0", "not supported"), ("2.10.3", "only between 2.11.x and 3.x")):
         with pytest.raises(ClientError) as info:
             mwaa.update_environment(Name="env1", AirflowVersion=version)
         assert info.value.response["Error"]["Code"] == "ValidationException"
@@ -161,9 +161,10 @@ def test_airflow_version_must_be_supported_and_only_upgrades_in_place(
     mwaa.update_environment(Name="env1", AirflowVersion="3.3.1")
     _, env = wait_status(mwaa, "env1", DONE)
     assert env["Status"] == "AVAILABLE" and env["AirflowVersion"] == "3.3.1"
-    with pytest.raises(ClientError) as info:
-        mwaa.update_environment(Name="env1", AirflowVersion="3.2.0")
-    assert "downgrade" in info.value.response["Error"]["Message"]
+    # Minor versions change in place both ways (MWAA's "Changing the Apache Airflow version").
+    mwaa.update_environment(Name="env1", AirflowVersion="3.2.0")
+    _, env = wait_status(mwaa, "env1", DONE)
+    assert env["Status"] == "AVAILABLE" and env["AirflowVersion"] == "3.2.0"
 
 
 def test_a_path_without_a_version_means_the_latest_version_at_that_moment(
