@@ -102,15 +102,6 @@ def test_parse_budget(dags: Path) -> None:
     assert reports["heavy.py"].seconds > reports["good.py"].seconds
 
 
-def test_repository_bundle_validates(tmp_path: Path) -> None:
-    bundle = build_bundle(BundleSpec(ROOT, tmp_path / "mwaa"), log=lambda _: None)
-    lines: list[str] = []
-    report = validate_bundle(bundle, budget_s=30, log=lines.append)
-    assert report.ok, "\n".join(lines)
-    assert lines[-1] == "validation: OK"
-    assert {f.file for f in report.files} == {p.name for p in (ROOT / "dags").glob("*.py")}
-
-
 def test_bundle_with_broken_dag_fails(tmp_path: Path) -> None:
     bundle = build_bundle(BundleSpec(ROOT, tmp_path / "mwaa"), log=lambda _: None)
     (bundle.dags / "broken.py").write_text(BROKEN)
