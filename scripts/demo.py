@@ -4,7 +4,8 @@
 2. train again with a small hyperparameter fan-out -> a canary rollout under live traffic reaches 100%;
 3. train a candidate with an injected serving fault (offline checks pass) -> the canary catches the 5xx and
    rolls back automatically; @champion stays where it was;
-4. the drift monitor compares the traffic the router logged with the champion's training data.
+4. the drift monitor compares the traffic the router logged with the champion's training data;
+5. batch inference scores the held-out rows with @champion (pinned to its version) and publishes the scores.
 
 Airflow runs on SQLite under $AIRFLOW_HOME, MLflow on SQLite under $MLOPS_HOME/mlflow, steps as local
 processes, the rollout target is the local router with MLflow scoring servers. The Makefile sets those
@@ -97,15 +98,22 @@ def print_decision(tis: dict) -> None:
 
 
 def live_traffic(url: str, test_uri: str, rate: float = 25.0):
-    """Live traffic for the rollout: real held-out rows, one per request, at a steady rate, from a thread."""
+    """Live traffic for the rollout: real held-out rows, one per request, at a steady rate, from a thread.
+
+    Requests take the shape the serving @champion's signature declares (its columns, in order, its dtypes).
+    """
     import pandas as pd
 
+    from airflow_mlops.hooks.mlflow import MlflowHook
     from airflow_mlops.rollout.traffic import TrafficGenerator
+    from airflow_mlops.steps.signature import InputContract
 
+    with MlflowHook().active_tracking_uri():
+        model_input = InputContract.from_model(f"models:/{MODEL}@champion")
+    if model_input is None:
+        raise SystemExit(f"{MODEL}@champion has no signature: the trainer always logs one")
     rows = pd.read_parquet(test_uri).drop(columns=["target"])
-    payloads = [json.dumps({"dataframe_split": {"columns": list(rows.columns), "data": [r]}}).encode()
-                for r in rows.to_numpy().tolist()]
-    return TrafficGenerator(url, payloads, rate)
+    return TrafficGenerator.from_frame(url, rows, model_input, rate=rate)
 
 
 def tis_of(run) -> dict:
@@ -183,31 +191,31 @@ def main() -> int:
     framework = os.environ.get("DEMO_FRAMEWORK", "sklearn")
     rows: list[tuple[str, str]] = []
 
-    tis, first = train({"framework": framework}, "1/6 train a first model")
+    tis, first = train({"framework": framework}, "1/7 train a first model")
     data = tis["prepare_data"].xcom_pull(task_ids="prepare_data")
     rows.append(("train #1", f"v{first['version']} test_accuracy {first['accuracy']:.4f}, {first['checks']}, "
                              f"{'@challenger' if first['promoted'] else 'rejected'}"))
-    deployed = rollout({}, "2/6 first deployment of @challenger", None)
+    deployed = rollout({}, "2/7 first deployment of @challenger", None)
     rows.append(("rollout #1", f"first deployment: v{deployed['target'].serving_version()} serves 100%, "
                                f"@champion = v{champion()}"))
 
     grid = [{"learning_rate": 0.01}, {"learning_rate": 0.03}]
-    _, second = train({"framework": framework, "hp_grid": grid}, "3/6 retrain with a hyperparameter fan-out")
+    _, second = train({"framework": framework, "hp_grid": grid}, "3/7 retrain with a hyperparameter fan-out")
     picked = grid[second["best"]["fanout"]["picked"]]
     rows.append(("train #2 (fan-out of 2)", f"v{second['version']}: best of {len(grid)} is {picked}, test_accuracy "
                                             f"{second['accuracy']:.4f}, "
                                             f"{'@challenger' if second['promoted'] else 'rejected'}"))
-    good = rollout({}, "4/6 canary of the new @challenger under live traffic", data["test_uri"])
+    good = rollout({}, "4/7 canary of the new @challenger under live traffic", data["test_uri"])
     rows.append(("rollout #2 (canary)", outcome(good)))
 
     _, third = train({"framework": framework, "hp_grid": [picked], "fault_percent": 30},
-                     "5/6 train a candidate with an injected serving fault (30% HTTP 500; offline it is fine)")
+                     "5/7 train a candidate with an injected serving fault (30% HTTP 500; offline it is fine)")
     rows.append(("train #3 (fault 30%)", f"v{third['version']}: test_accuracy {third['accuracy']:.4f}, "
                                           f"{third['checks']}, {'@challenger' if third['promoted'] else 'rejected'}"))
-    bad = rollout({}, "6/6 canary of the faulty @challenger under live traffic", data["test_uri"])
+    bad = rollout({}, "6/7 canary of the faulty @challenger under live traffic", data["test_uri"])
     rows.append(("rollout #3 (canary)", outcome(bad)))
 
-    print("\n#### drift monitor on the traffic the router logged")
+    print("\n#### 7/7 drift monitor on the traffic the router logged, then batch inference with @champion")
     drift_run = load_dag("mlops_drift_monitor").test(run_conf={"model_name": MODEL, "min_rows": 50})
     drift_tis = tis_of(drift_run)
     drift = drift_tis["drift"].xcom_pull(task_ids="drift") if "drift" in drift_tis else None
@@ -218,6 +226,8 @@ def main() -> int:
                  else f"run {drift_run.state}"))
     target = bad["target"]
     stop_serving(target)
+    batch = batch_inference(data["test_uri"])
+    rows.append(("batch inference", describe_batch(batch)))
 
     print("\n== airflow-mlops demo: summary ==")
     print(table([("wall time", f"{time.monotonic() - began:.0f}s"),
@@ -235,7 +245,40 @@ def main() -> int:
     if not ok:
         print("demo outcome unexpected: the good canary should reach 100% and the faulty one roll back",
               file=sys.stderr)
+    if batch["state"] != "success" or (batch["score"] or {}).get("current", {}).get("version") != champion():
+        print("demo outcome unexpected: batch inference should score the held-out rows with @champion",
+              file=sys.stderr)
+        ok = False
     return 0 if ok else 1
+
+
+def batch_inference(input_uri: str) -> dict:
+    """The batch-inference DAG against @champion on the held-out rows; prints what it scored and where it went."""
+    print(f"\n#### batch inference: mlops_batch_inference with {MODEL}@champion on {input_uri}")
+    run = load_dag("mlops_batch_inference").test(run_conf={"model_name": MODEL, "input_uri": input_uri,
+                                                            "mode": "champion"})
+    tis = tis_of(run)
+    score = tis["score"].xcom_pull(task_ids="score") if "score" in tis else None
+    published = tis["publish"].xcom_pull(task_ids="publish") if "publish" in tis else None
+    print("task states: " + ", ".join(f"{k}={ti.state}" for k, ti in tis.items()))
+    if score:
+        current = score["current"]
+        print(f"  {current['model_uri']} -> version {current['version']} ({current['pinned_uri']}), input "
+              f"{current.get('input') or 'as the batch has it'}")
+        print(f"  {current['rows']} rows scored, predicted classes {current['prediction_counts']}")
+        print(f"  scores   {current['output_uri']}")
+    if published:
+        print(f"  pointer  {published['pointer_uri']} -> version {published['version']} (consumers read this)")
+    return {"state": str(run.state), "score": score, "published": published}
+
+
+def describe_batch(batch: dict) -> str:
+    current = (batch["score"] or {}).get("current")
+    if batch["state"] != "success" or not current:
+        return f"run {batch['state']}"
+    pointer = (batch["published"] or {}).get("pointer_uri", "?")
+    return (f"{current['rows']} held-out rows scored by @champion = v{current['version']}: {current['output_uri']}"
+            f" (consumers: {pointer})")
 
 
 def outcome(result: dict) -> str:

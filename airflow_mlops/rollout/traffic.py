@@ -1,7 +1,9 @@
 """Live traffic for a rollout on a laptop: scoring requests at a steady rate from a thread, counted by response.
 
 The demo sends held-out rows through the local router with it, and the rollout tests use it as load; it
-reads the router's ``X-Mlops-Backend`` header to count which version answered. Standard library only.
+reads the router's ``X-Mlops-Backend`` header to count which version answered. Standard library only at import;
+:meth:`TrafficGenerator.from_frame` builds the requests from a frame through the model's input contract
+(``airflow_mlops.steps.signature``), so live traffic matches the logged signature.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_mlops.steps.signature import InputContract
 
 
 class TrafficGenerator:
@@ -38,6 +44,16 @@ class TrafficGenerator:
         self.counts: Counter[tuple[str, int]] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    @classmethod
+    def from_frame(cls, url: str, frame: Any, model_input: InputContract, rows_per_request: int = 1,
+                   **kwargs: Any) -> TrafficGenerator:
+        """Traffic of ``frame``'s rows, ``rows_per_request`` per request, shaped by the model's input contract
+        (its columns in order, its dtypes); other arguments as the constructor.
+
+        :raises SchemaMismatch: the frame lacks a column the contract requires (the message names them).
+        """
+        return cls(url, model_input.request_bodies(frame, rows_per_request), **kwargs)
 
     def _run(self) -> None:
         next_at, sent = time.monotonic(), 0

@@ -10,6 +10,9 @@ alias moved by a promotion in the middle of a batch cannot mix two models' score
 With a candidate, both score the same rows and the step reports how far their outputs agree; the
 orchestrator decides (``airflow_mlops.core.batch``) which output consumers read.
 
+Each model is given the batch as its logged signature declares it (``airflow_mlops.steps.signature``): the
+signature's columns in its order and dtypes; a batch that lacks one of them is refused, naming every missing column.
+
 Outputs go under ``$MLOPS_OUTPUT_URI/scores/<model>-v<version>.parquet``: the id column (if any), one
 ``proba_<class>`` column per class and ``prediction``. Never imports Airflow.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlops.steps import artifacts, contract
+from airflow_mlops.steps.signature import InputContract, SchemaMismatch
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -84,8 +88,21 @@ def read_batch(input_uri: str, sample_dataset: str | None, label: str | None) ->
     return frame
 
 
-def score(model: Any, frame: Any, id_column: str | None, chunk_rows: int, classes: list[str] | None) -> Any:
-    """Probabilities and predicted class for every row, scored chunk by chunk to bound memory."""
+def input_contract(model: Any) -> InputContract | None:
+    """The loaded model's input contract, from its logged signature (None: it logged none)."""
+    try:
+        return InputContract.from_schema(model.metadata.get_input_schema())
+    except SchemaMismatch as err:
+        raise BadInput(f"the model's signature cannot be scored from a frame: {err}") from None
+
+
+def score(model: Any, frame: Any, id_column: str | None, chunk_rows: int, classes: list[str] | None,
+          model_input: InputContract | None = None) -> Any:
+    """Probabilities and predicted class for every row, scored chunk by chunk to bound memory.
+
+    :param model_input: the model's input contract: each chunk is conformed to it (columns, order, dtypes)
+        before ``predict``; None passes the batch's columns as they are.
+    """
     import numpy as np
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -95,7 +112,9 @@ def score(model: Any, frame: Any, id_column: str | None, chunk_rows: int, classe
     for start in range(0, len(features), chunk_rows):
         chunk = features.iloc[start:start + chunk_rows]
         try:
-            out = model.predict(chunk)
+            out = model.predict(model_input.conform(chunk) if model_input is not None else chunk)
+        except SchemaMismatch as err:
+            raise BadInput(f"the batch does not match the model's input schema: {err}") from None
         except MlflowException as err:  # schema enforcement: missing/mistyped columns
             raise BadInput(f"the batch does not match the model's input schema: {err.message}") from None
         parts.append(np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype="float64"))
@@ -150,7 +169,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_ref = resolve(uri)
         print(f"{role}: {uri} -> version {model_ref.version} (scoring {model_ref.pinned_uri})")
         model = mlflow.pyfunc.load_model(model_ref.pinned_uri)
-        scores = score(model, frame, args.id_column, args.chunk_rows, classes)
+        model_input = input_contract(model)
+        print(f"  input: {model_input.describe() if model_input else 'no signature: the batch columns as they are'}")
+        scores = score(model, frame, args.id_column, args.chunk_rows, classes, model_input)
         out_uri = f"{args.output_uri.rstrip('/')}/scores/{model_ref.name}-v{model_ref.version}.parquet"
         artifacts.write_parquet(scores, out_uri)
         counts = {str(k): int(v) for k, v in scores["prediction"].value_counts().sort_index().items()}
@@ -158,7 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         frames[role] = scores
         outputs[role] = {"model_uri": uri, "pinned_uri": model_ref.pinned_uri, "model_name": model_ref.name,
                          "version": model_ref.version, "alias": model_ref.alias, "output_uri": out_uri,
-                         "rows": len(scores), "prediction_counts": counts}
+                         "rows": len(scores), "prediction_counts": counts,
+                         "input": model_input.describe() if model_input else None}
     result: dict[str, Any] = {"input_uri": args.input_uri or f"sample:{args.sample_dataset}", "rows": len(frame),
                               **outputs}
     if "candidate" in frames:

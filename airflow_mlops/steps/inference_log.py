@@ -13,7 +13,9 @@ Reads two capture formats, line by line (JSONL), from one file or every file bel
   "eventMetadata": {"inferenceTime": ...}}`` with JSON, CSV or base64 payloads.
 
 Request bodies may be ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``; rows without
-column names take the reference dataset's feature order. Only successful responses count. Writes
+column names take the reference dataset's feature order. The rows are read back into the reference's input
+contract (its feature columns, order and dtypes: what the model's signature was logged from), so drift compares
+like with like. Only successful responses count. Writes
 ``$MLOPS_OUTPUT_URI/inference/features.parquet`` and ``predictions.parquet`` (``y_pred``, ``proba_<i>``), the
 shape the checks step reads. Never imports Airflow.
 """
@@ -32,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow_mlops.steps import artifacts, contract
+from airflow_mlops.steps.signature import InputContract, SchemaMismatch
 
 
 class BadInput(Exception):
@@ -153,11 +156,10 @@ def collect(log_uri: str, reference_uri: str, label: str | None, since_seconds: 
           f"{skipped} requests skipped (errors, outside the window, unparseable)")
     if len(rows) < min_rows:
         raise BadInput(f"only {len(rows)} inference rows in the window (min_rows={min_rows}): too few for drift")
-    frame = pd.DataFrame(rows)
-    missing = [c for c in features if c not in frame.columns]
-    if missing:
-        raise BadInput(f"captured requests lack reference features {missing[:10]}")
-    frame = frame[features].astype(reference[features].dtypes.to_dict())
+    try:
+        frame = InputContract.from_frame(reference[features]).conform(pd.DataFrame(rows))
+    except SchemaMismatch as err:
+        raise BadInput(f"captured requests do not match the reference features: {err}") from None
     proba = np.asarray(outputs, dtype="float64")
     if proba.ndim == 1:
         predictions = pd.DataFrame({"y_pred": proba})

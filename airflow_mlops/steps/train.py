@@ -76,7 +76,11 @@ class CheckpointStore:
 
 
 def load_data(cfg: TrainConfig) -> tuple[Any, Any, Any, Any, list[str]]:
-    """Read train/test Parquet and split features from the label; BadInput names what is wrong."""
+    """Read train/test Parquet and split features from the label; BadInput names what is wrong.
+
+    Features stay frames with the columns and dtypes the Parquet has: that is the input the model's signature
+    declares (DESIGN 3.9), and what batch scoring and the scoring server are given.
+    """
     frames = []
     for role, uri in (("train", cfg.train_uri), ("test", cfg.test_uri)):
         if not uri:
@@ -94,8 +98,21 @@ def load_data(cfg: TrainConfig) -> tuple[Any, Any, Any, Any, list[str]]:
     missing = sorted(set(features) - set(test.columns))
     if missing:
         raise BadInput(f"test dataset lacks feature columns {missing}")
-    return (train[features].to_numpy("float32"), train[cfg.label].to_numpy(),
-            test[features].to_numpy("float32"), test[cfg.label].to_numpy(), features)
+    return (train[features], train[cfg.label].to_numpy(), test[features], test[cfg.label].to_numpy(), features)
+
+
+def model_signature(x_example: Any, proba_example: Any) -> Any:
+    """The signature every flavour logs: the frame's named columns and dtypes in, class probabilities out."""
+    from mlflow.models import infer_signature
+
+    from airflow_mlops.steps.signature import InputContract
+
+    signature = infer_signature(x_example, proba_example)
+    logged = InputContract.from_signature(signature)
+    if logged != InputContract.from_frame(x_example):  # MLflow maps dtypes itself: never log a different contract
+        raise RuntimeError(f"the inferred signature {signature.inputs} does not match the training frame's "
+                           f"columns and dtypes {InputContract.from_frame(x_example).to_dict()}")
+    return signature
 
 
 def evaluate(y_true: Any, proba: Any, classes: Any, prefix: str) -> dict[str, float]:
@@ -131,11 +148,12 @@ class SklearnTrainer:
 
         self.cfg = cfg
         self.classes = np.unique(y)
+        # Fitted on the named frame: the pipeline checks column names itself when it scores one.
         scaler = StandardScaler().fit(x)
         clf = SGDClassifier(loss="log_loss", learning_rate="constant", eta0=cfg.learning_rate,
                             alpha=1e-4, random_state=cfg.seed)
         self.model = Pipeline([("scale", scaler), ("clf", clf)])
-        self.x, self.y = scaler.transform(x), y
+        self.x, self.y = np.asarray(scaler.transform(x)), y
         self.device = "cpu"
 
     def fit_epoch(self, epoch: int) -> float:
@@ -166,11 +184,10 @@ class SklearnTrainer:
 
     def log_model(self, x_example: Any) -> str:
         import mlflow
-        from mlflow.models import infer_signature
 
-        signature = infer_signature(x_example, self.predict_proba(x_example))
+        signature = model_signature(x_example, self.predict_proba(x_example))
         # Serve probabilities, like the torch model, so every consumer (checks, rollout probes) sees one contract.
-        info = mlflow.sklearn.log_model(self.model, name="model", signature=signature,
+        info = mlflow.sklearn.log_model(self.model, name="model", signature=signature, input_example=x_example,
                                         pyfunc_predict_fn="predict_proba")
         return str(info.model_uri)
 
@@ -187,6 +204,8 @@ class TorchTrainer:
 
         torch.manual_seed(cfg.seed)
         self.cfg, self.rank, self.world = cfg, rank, world
+        self.columns = [str(c) for c in x.columns]
+        x = x.to_numpy("float32")
         self.classes = np.unique(y)
         self.cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if self.cuda else "cpu")
@@ -234,8 +253,9 @@ class TorchTrainer:
 
         self.net.eval()
         with torch.no_grad():
-            xt = ((torch.tensor(x) - self.mean) / self.std).to(self.device)
-            return torch.softmax(self.net(xt).float(), dim=1).cpu().numpy()
+            xt = ((torch.tensor(x[self.columns].to_numpy("float32")) - self.mean) / self.std).to(self.device)
+            # float64 like scikit-learn's predict_proba and the served model's output
+            return torch.softmax(self.net(xt).float(), dim=1).double().cpu().numpy()
 
     def state(self) -> bytes:
         import torch
@@ -269,11 +289,26 @@ class TorchTrainer:
         return nn.Sequential(*net, nn.Softmax(dim=1))
 
     def log_model(self, x_example: Any) -> str:
-        import mlflow
-        from mlflow.models import infer_signature
+        """Log the exported network as a pyfunc model from code (``steps/torch_model.py``): a layer spec and a
+        state dict, never a pickled module; it takes the signature's named columns and casts to float32 itself."""
+        import tempfile
 
-        signature = infer_signature(x_example, self.predict_proba(x_example))
-        info = mlflow.pytorch.log_model(self.export(), name="model", signature=signature, input_example=x_example)
+        import mlflow
+        import torch
+
+        from airflow_mlops.steps import torch_model
+
+        signature = model_signature(x_example, self.predict_proba(x_example))
+        net = self.export()
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_path, weights_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "weights.pt")
+            with open(spec_path, "w", encoding="utf-8") as f:
+                json.dump({"columns": self.columns, "layers": torch_model.describe_network(net),
+                           "classes": [c.item() if hasattr(c, "item") else c for c in self.classes]}, f, indent=1)
+            torch.save(net.state_dict(), weights_path)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=torch_model.__file__, signature=signature, input_example=x_example,
+                artifacts={torch_model.SPEC_ARTIFACT: spec_path, torch_model.WEIGHTS_ARTIFACT: weights_path})
         return str(info.model_uri)
 
     def close(self) -> None:
@@ -352,7 +387,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics = evaluate(y_train, proba_train, trainer.classes, "train")
         metrics |= evaluate(y_test, proba_test, trainer.classes, "test")
         mlflow.log_metrics(metrics)
-        model_uri = trainer.log_model(x_test[:5])
+        model_uri = trainer.log_model(x_test.head(5))
         fault_percent = int(cfg.extra_params.get("fault_percent") or 0)
         if fault_percent:  # demo switch: a model that is fine offline and fails at serving time
             from airflow_mlops.steps.fault_injection import log_fault_injecting_model

@@ -78,7 +78,7 @@ def test_sklearn_trainer_logs_run_model_and_predictions(tmp_path: Path, dataset:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model(result["model_uri"])
     test = pd.read_parquet(dataset["test_uri"])
-    proba = model.predict(test.drop(columns="target").to_numpy("float32"))
+    proba = model.predict(test.drop(columns="target"))  # the named float64 frame the signature declares
     assert proba.shape == (143, 2)
     predictions = pd.read_parquet(result["predictions"]["test"])
     assert list(predictions.columns) == ["y_true", "y_pred", "proba_0", "proba_1"]
@@ -133,8 +133,8 @@ def test_torch_trainer_path(tmp_path: Path, dataset: dict) -> None:
     assert result["metrics"]["test_accuracy"] > 0.85
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model(result["model_uri"])
-    test = pd.read_parquet(dataset["test_uri"]).drop(columns="target").to_numpy("float32")
-    proba = model.predict(test[:4])
+    test = pd.read_parquet(dataset["test_uri"]).drop(columns="target")
+    proba = model.predict(test.head(4))  # named float64 columns; the served model casts to float32 itself
     assert proba.shape == (4, 2)
     assert abs(float(proba.sum(axis=1).mean()) - 1.0) < 1e-4
     # Checkpoints are torch state dicts: a rerun resumes past the last epoch and only re-evaluates.

@@ -112,6 +112,10 @@ def test_canary_validation_names_the_field(kwargs: dict, field: str) -> None:
     ({"failure_limit": -1}, "MetricCheck[m].failure_limit"),
     ({"inconclusive_limit": True}, "MetricCheck[m].inconclusive_limit"),
     ({"name": "bad name"}, "MetricCheck.name"),
+    # A probe has no default body: only the caller knows the model's signature (its named columns).
+    ({"provider": "http_probe", "query": "success_ratio"}, "MetricCheck[m].params.payload"),
+    ({"provider": "http_probe", "query": "success_ratio", "params": {"payload": "[[0.0]]"}},
+     "MetricCheck[m].params.payload"),
 ])
 def test_metric_validation_names_the_field(kwargs: dict, field: str) -> None:
     base = {"name": "m", "provider": "router", "query": "error_ratio", "success_condition": "result < 1"}

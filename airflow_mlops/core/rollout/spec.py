@@ -87,6 +87,12 @@ class MetricCheck:
         _int(f"{where}.inconclusive_limit", self.inconclusive_limit, 0)
         if not isinstance(self.params, Mapping):
             raise SpecError(f"{where}.params", "a mapping of provider options", self.params)
+        if self.provider == "http_probe" and not isinstance(self.params.get("payload"), Mapping):
+            # No default: a probe body must match the served model's signature (its named columns), and only the
+            # caller knows them; InputContract.request_body() in airflow_mlops.steps.signature builds one.
+            raise SpecError(f"{where}.params.payload",
+                            "a scoring request matching the model's signature, e.g. {'dataframe_split': "
+                            "{'columns': [...], 'data': [[...]]}}", self.params.get("payload"))
         object.__setattr__(self, "params", dict(self.params))
 
     @property

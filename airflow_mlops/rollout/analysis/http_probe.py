@@ -19,9 +19,11 @@ QUERIES = ("success_ratio", "error_ratio", "sanity_ratio", "latency_p95_seconds"
 class HttpProbe:
     """Sends ``params.samples`` requests (default 5) of ``params.payload`` to ``<url><params.path>``.
 
-    Query: ``success_ratio`` (2xx share), ``error_ratio`` (5xx and unreachable share), ``sanity_ratio`` (share
-    whose every prediction satisfies ``params.sanity``, a condition over ``prediction``, e.g.
-    ``0 <= prediction <= 1``), ``latency_p95_seconds``, ``latency_mean_seconds``.
+    ``params.payload`` is a scoring request that matches the model's signature (``InputContract.request_body``
+    in ``airflow_mlops.steps.signature`` builds one from a frame). Query: ``success_ratio`` (2xx share),
+    ``error_ratio`` (5xx and unreachable share), ``sanity_ratio`` (share whose every prediction satisfies
+    ``params.sanity``, a condition over ``prediction``, e.g. ``0 <= prediction <= 1``; for a model that returns
+    class probabilities, every probability of every row), ``latency_p95_seconds``, ``latency_mean_seconds``.
     """
 
     def query(self, metric: MetricCheck, backend: Backend, variables: Mapping[str, str]) -> float | None:
@@ -32,7 +34,7 @@ class HttpProbe:
             raise ProviderUnavailable(f"backend {backend.name} has no URL to probe")
         params = metric.params
         samples = int(params.get("samples", 5))
-        payload = json.dumps(params.get("payload") or {"inputs": [[0.0]]}).encode()
+        payload = json.dumps(params["payload"]).encode()  # MetricCheck requires one that matches the signature
         url = backend.url.rstrip("/") + str(params.get("path", "/invocations"))
         sanity = Condition.parse(str(params["sanity"]), f"MetricCheck[{metric.name}].params.sanity") \
             if params.get("sanity") else None
@@ -76,7 +78,9 @@ def _sane(body: Any, rule: Condition) -> bool:
     predictions = body.get("predictions") if isinstance(body, dict) else body
     if not isinstance(predictions, list) or not predictions:
         return False
+    # One score per row, or one row of class probabilities per row (the trainer's models): every value counts.
+    values = [v for p in predictions for v in (p if isinstance(p, list) and p else [p])]
     try:
-        return all(isinstance(p, (int, float)) and rule.evaluate({"prediction": float(p)}) for p in predictions)
+        return all(isinstance(v, (int, float)) and rule.evaluate({"prediction": float(v)}) for v in values)
     except MissingValue:
         return False
