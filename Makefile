@@ -60,8 +60,16 @@ bench: venv
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(LOCAL)/mlflow/mlflow.db --port 5000
 
+# `airflow standalone` starts its components as `airflow ...` subprocesses found on PATH: the venv's bin goes first,
+# so it works from a plain shell with no venv activated. Same AIRFLOW_HOME (and SQLite DB) as the demo.
+AIRFLOW_UI_PASSWORDS := $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated
 airflow-ui: venv
-	$(BIN)/airflow standalone
+	@mkdir -p $(AIRFLOW_HOME)
+	@echo "Airflow UI on http://127.0.0.1:8080 (AIRFLOW_HOME=$(AIRFLOW_HOME)); user admin, its password below"
+	@( for i in $$(seq 90); do if [ -s "$(AIRFLOW_UI_PASSWORDS)" ]; then \
+	     echo "login: $$(cat "$(AIRFLOW_UI_PASSWORDS)")  (from $(AIRFLOW_UI_PASSWORDS))"; break; fi; sleep 2; done ) &
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	  AIRFLOW__API__PORT=8080 $(BIN)/airflow standalone
 
 LINT_VENV ?= /tmp/airflow-mlops-lint
 
