@@ -306,6 +306,9 @@ def preflight_rollback(s3: Any, bucket: str, target: Release, log: Callable[[str
     """
     from botocore.exceptions import ClientError
 
+    if not target.dags_manifest_version:
+        raise DeployError(f"rollback: release {target.release} recorded no DAGs snapshot (manifest version); nothing "
+                          "was changed. Deploy the wanted commit instead.")
     claim = read_manifest(s3, bucket, target.dags_prefix + MANIFEST_NAME)
     if claim.state == "in-progress":
         raise DeployError(f"rollback: {claim.owner} is syncing s3://{bucket}/{target.dags_prefix}; wait for that "
