@@ -129,33 +129,6 @@ def test_unversioned_bucket_is_refused(mwaa: Any, s3: Any, tmp_path: Path) -> No
         s3.delete_bucket(Bucket="plain-bucket")
 
 
-def test_smoke_run_triggers_and_waits(mwaa: Any) -> None:
-    stub = mwaa.stub
-    stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"is_paused": False}},
-                      {"Name": ENV, "Method": "PATCH", "Path": "/dags/mlops_smoke", "Body": {"is_paused": False}})
-    stub.add_response(
-        "invoke_rest_api",
-        {"RestApiStatusCode": 200, "RestApiResponse": {"dag_run_id": "smoke-1", "state": "queued"}},
-        {"Name": ENV, "Method": "POST", "Path": "/dags/mlops_smoke/dagRuns",
-         "Body": {"dag_run_id": "smoke-1", "logical_date": None}},
-    )
-    for state in ("queued", "running", "success"):
-        stub.add_response("invoke_rest_api", {"RestApiStatusCode": 200, "RestApiResponse": {"state": state}},
-                          {"Name": ENV, "Method": "GET", "Path": "/dags/mlops_smoke/dagRuns/smoke-1"})
-    lines: list[str] = []
-    assert smoke_run(mwaa, name=ENV, dag_id="mlops_smoke", run_id="smoke-1", sleep=lambda _: None,
-                     log=lines.append) == "success"
-    assert [ln.split(": ")[-1] for ln in lines[1:]] == ["queued", "running", "success"]
-
-
-def _rest_error(stub: Any, status: int, response: dict[str, Any], *, server: bool = False) -> None:
-    """What the real InvokeRestApi does when Airflow answers 4xx/5xx: a modeled ClientError, not a response."""
-    code = "RestApiServerException" if server else "RestApiClientException"
-    stub.add_client_error("invoke_rest_api", service_error_code=code, service_message=f"Airflow answered {status}",
-                          http_status_code=400, modeled_fields={"RestApiStatusCode": status,
-                                                                "RestApiResponse": response})
-
-
 def test_smoke_run_waits_for_the_dag_to_be_parsed(mwaa: Any) -> None:
     stub = mwaa.stub
     # Right after an update the DAG processor has not parsed the smoke DAG yet: unpausing it is a 404.
