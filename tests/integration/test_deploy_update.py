@@ -129,6 +129,14 @@ def test_unversioned_bucket_is_refused(mwaa: Any, s3: Any, tmp_path: Path) -> No
         s3.delete_bucket(Bucket="plain-bucket")
 
 
+def _rest_error(stub: Any, status: int, response: dict[str, Any], *, server: bool = False) -> None:
+    """What the real InvokeRestApi does when Airflow answers 4xx/5xx: a modeled ClientError, not a response."""
+    code = "RestApiServerException" if server else "RestApiClientException"
+    stub.add_client_error("invoke_rest_api", service_error_code=code, service_message=f"Airflow answered {status}",
+                          http_status_code=400, modeled_fields={"RestApiStatusCode": status,
+                                                                "RestApiResponse": response})
+
+
 def test_smoke_run_waits_for_the_dag_to_be_parsed(mwaa: Any) -> None:
     stub = mwaa.stub
     # Right after an update the DAG processor has not parsed the smoke DAG yet: unpausing it is a 404.
