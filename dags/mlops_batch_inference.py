@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from airflow_mlops.notifiers.channels import ALERTS
 from airflow_mlops.operators.batch import BatchScoreOperator, PublishBatchScoresOperator
 
 DOC = """
@@ -35,7 +36,7 @@ with DAG(
     max_active_runs=1,
     doc_md=DOC,
     tags=["mlops", "batch-inference", "mlflow"],
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
     params={
         "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
                             description="Registered model name in MLflow"),

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_mlops.assets import RETRAINING_REQUESTED
 from airflow_mlops.core.checks import DEFAULT_DRIFT_THRESHOLDS
+from airflow_mlops.notifiers.channels import ALERTS
 from airflow_mlops.operators.checks import DriftChecksOperator
 from airflow_mlops.operators.monitoring import ModelReferenceOperator
 from airflow_mlops.operators.retrain import RequestRetrainingOperator
@@ -44,7 +45,7 @@ with DAG(
     max_active_runs=1,
     doc_md=DOC,
     tags=["mlops", "monitoring", "drift"],
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)},
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5), **ALERTS},
     params={
         "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
                             description="Registered model whose champion is monitored"),

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, task
 
+from airflow_mlops.notifiers.channels import ALERTS
 from airflow_mlops.operators.registry import model_alias_asset
 from airflow_mlops.operators.resolve import ResolveRolloutOperator
 from airflow_mlops.operators.rollout import ModelRolloutOperator
@@ -145,7 +146,7 @@ with DAG(
     max_active_runs=1,  # two rollouts of one model must never interleave
     doc_md=DOC,
     tags=["mlops", "rollout", "deployment"],
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30), **ALERTS},
     params={
         "model_name": Param(MODEL_NAME, type="string", enum=[MODEL_NAME],
                             description="The model this DAG rolls out (fixed: the schedule's Asset names it)"),

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, V
 
 from airflow_mlops.assets import RETRAINING_REQUESTED, TRAINING_DATA, training_data_uri
 from airflow_mlops.core.gpu import GpuSpec
+from airflow_mlops.notifiers.channels import ALERTS, AlertOnFailure
 from airflow_mlops.operators.checks import DataChecksOperator, ModelChecksOperator
 from airflow_mlops.operators.registry import (
     CompareModelVersionsOperator,
@@ -67,7 +68,7 @@ with DAG(
     max_active_runs=1,
     doc_md=DOC,
     tags=["mlops", "training", "mlflow"],
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
     user_defined_macros={"training_data_uri": training_data_uri},
     params={
         "model_name": Param("breast_cancer_classifier", type="string", minLength=1,
@@ -155,6 +156,7 @@ with DAG(
             "capacity_type": "spot",
         },
         timeout_seconds=4 * 3600,
+        on_failure_callback=AlertOnFailure("training_failed"),
     ).expand(hyperparams=grid)
 
     @task(task_id="select_best")

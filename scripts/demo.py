@@ -180,6 +180,17 @@ def stop_serving(target) -> None:
             os.killpg(json.loads(router.read_text())["pid"], signal.SIGTERM)
 
 
+def describe_alerts(path: Path) -> str:
+    """What the laptop's file notifier received (the mlops_alerts default channel)."""
+    if not path.is_file():
+        return f"none ({path} not written)"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kinds = ", ".join(sorted({str(e.get("event")) for e in events}))
+    last = events[-1] if events else {}
+    return (f"{len(events)} in {path} ({kinds}); last: {last.get('event')} v{last.get('version')}: "
+            f"{str(last.get('reason', ''))[:90]}")
+
+
 def main() -> int:
     home = os.environ.get("MLOPS_HOME")
     if not home:
@@ -228,6 +239,7 @@ def main() -> int:
     stop_serving(target)
     batch = batch_inference(data["test_uri"])
     rows.append(("batch inference", describe_batch(batch)))
+    rows.append(("alerts", describe_alerts(Path(home) / "alerts" / "alerts.jsonl")))
 
     print("\n== airflow-mlops demo: summary ==")
     print(table([("wall time", f"{time.monotonic() - began:.0f}s"),

@@ -45,6 +45,12 @@ SETTINGS: Mapping[str, tuple[str, str]] = {
     "mlops_inference_log_uri": ("$MLOPS_HOME/rollout/{endpoint}/inference.jsonl",
                                 "captured traffic the drift monitor reads (`{model}`, `{endpoint}` filled in): the "
                                 "local router's log, or a SageMaker Data Capture prefix (`s3://.../{endpoint}/`)"),
+    "mlops_alerts": ("", "JSON list of alert channels (`sns`, `slack`, `smtp`, `log`, `file`); empty: log + "
+                         "`$MLOPS_HOME/alerts/alerts.jsonl` (README \"Alerts\")"),
+    "mlops_training_data_queue": ("", "SQS queue URL (or JSON with queue_url, aws_conn_id, bucket, prefix, suffixes) "
+                                      "that S3 notifies when training data lands: the `mlops_training_data` Asset "
+                                      "watcher starts the pipeline (read at parse time; docs/data-landing.md); "
+                                      "empty: no watcher"),
     "mlops_checks_python": ("", "interpreter for checks on the local runtime; empty: the venv built from the "
                                 "checks lock, cached under `~/.cache/airflow-mlops`"),
 }

@@ -230,6 +230,7 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
             return xcom
         # The task's XCom is recorded even though the task ends by raising (fail) or skipping (skip_downstream).
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=xcom)
+        self._alert(context, plan, gate, summary, xcom)
         if gate == "fail":
             raise AirflowFailException(f"{len(seen.failed_checks)} check(s) failed: {summary}. Report: "
                                        f"{report_uri}")
@@ -238,6 +239,20 @@ class ChecksOperator(MlopsStepOperator, SkipMixin):
                          ", ".join(sorted(t.task_id for t in downstream)))
         self.skip(ti=context["ti"], tasks=downstream)  # raises DownstreamTasksSkipped: this task succeeds
         return xcom
+
+    def _alert(self, context: Context, plan: StepPlan, gate: str, summary: str, xcom: Mapping[str, Any]) -> None:
+        from airflow_mlops.notifiers.channels import emit_alert, mlflow_links
+
+        links: dict[str, str | None] = {"report": report_url(xcom["report_uri"]) if xcom.get("report_uri") else None}
+        if self.mlflow_run_id:
+            from airflow_mlops.hooks.mlflow import MlflowHook
+
+            hook = MlflowHook(mlflow_conn_id=self.mlflow_conn_id or plan.config.mlflow_conn_id)
+            links.update(mlflow_links(hook, run_id=self.mlflow_run_id))
+        model = (context.get("params") or {}).get("model_name") or plan.ctx.dag_id
+        action = "the run fails" if gate == "fail" else "downstream tasks are skipped"
+        emit_alert(context, event="checks_failed", model=str(model), reason=f"{summary} (gate {gate}: {action})",
+                   links=links, details={"failed_checks": xcom.get("failed_checks"), "gate": gate})
 
     def _attach_to_mlflow(self, plan: StepPlan, result: dict[str, Any], outcome: str, run_id: str) -> None:
         """Log the report and result JSON as artifacts of the run, under ``checks/<task_id>``; tag the outcome

@@ -279,7 +279,7 @@ class CompareModelVersionsOperator(_RegistryOperator):
         client = hook.get_client()
         for key, value in decision.to_tags().items():
             client.set_model_version_tag(name, version, key, value)
-        self._push_version_url(context, hook, name, version)
+        version_url = self._push_version_url(context, hook, name, version)
         self.log.info("%s v%s vs %s: %s", name, version,
                       f"champion v{champion_version}" if champion_version else "no champion",
                       "PROMOTE" if decision.promote else "REJECT")
@@ -295,6 +295,13 @@ class CompareModelVersionsOperator(_RegistryOperator):
         out = decision.to_dict()
         out.update(model_name=name, champion_alias=self.champion_alias, target_alias=self.target_alias,
                    read_aliases={self.champion_alias: champion_version, self.target_alias: target_version})
+        if not decision.promote:
+            from airflow_mlops.notifiers.channels import emit_alert, mlflow_links
+
+            emit_alert(context, event="promotion_rejected", model=name, version=version,
+                       reason="; ".join(decision.reasons),
+                       links={**mlflow_links(hook, run_id=challenger_mv.run_id), "mlflow_model_version": version_url},
+                       details={"champion": champion_version, "target_alias": self.target_alias})
         if not decision.promote and self.fail_on_reject:
             raise AirflowFailException(f"{name} v{version} rejected: " + "; ".join(decision.reasons))
         return out

@@ -75,4 +75,21 @@ class RequestRetrainingOperator(BaseOperator):
         self.log.info("retraining requested on asset %s: %s", self.asset.name, reason)
         for key, value in extra.items():
             self.log.info("  %-15s %s", key, value)
+        self._alert(context, reference, extra)
         return extra
+
+    def _alert(self, context: Context, reference: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+        from airflow_mlops.notifiers.channels import emit_alert, mlflow_links
+
+        model, version = reference.get("model_name"), reference.get("version")
+        links: dict[str, str | None] = {"report": extra.get("report_uri")}
+        if model and version:
+            from airflow_mlops.hooks.config import load_config
+            from airflow_mlops.hooks.mlflow import MlflowHook
+
+            hook = MlflowHook(load_config().mlflow_conn_id)
+            links.update(mlflow_links(hook, str(model), str(version), run_id=reference.get("run_id")))
+        emit_alert(context, event="drift_detected", model=str(model or self.asset.name),
+                   version=str(version) if version else None, reason=str(extra["reason"]), links=links,
+                   details={k: extra[k] for k in ("failed_checks", "rows", "window_seconds", "data_version")
+                            if k in extra})

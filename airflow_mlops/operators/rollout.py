@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -328,7 +329,7 @@ class ModelRolloutOperator(BaseOperator):
                 else:
                     action = decide(strategy, state, state.measurements, now)
                 if isinstance(action, AwaitApproval) and self.pause_at_approval:
-                    return self._pause_for_approval(target, state, started)
+                    return self._pause_for_approval(context, target, state, started)
                 if isinstance(action, (Pause, Analyse, AwaitApproval)):
                     self._defer(target, state, started)
                 try:
@@ -354,10 +355,15 @@ class ModelRolloutOperator(BaseOperator):
             self._release_on_last_try(context, target, state)
             raise
 
-    def _pause_for_approval(self, target: RolloutTarget, state: RolloutState, started: float) -> dict[str, Any]:
+    def _pause_for_approval(self, context: Context, target: RolloutTarget, state: RolloutState,
+                            started: float) -> dict[str, Any]:
         state = replace(state, worker_seconds=state.worker_seconds + time.perf_counter() - started)
         target.save_state(state)
         self._log_step(strategy_of(state), state, "awaiting approval (a later task decides)")
+        self._alert(context, "rollout_awaiting_approval", state,
+                    f"blue-green preview of v{state.candidate} is up beside v{state.stable} at {target.describe()} "
+                    "with no live traffic; a person decides Switch or Roll back in the Airflow UI (Required "
+                    "actions). No answer rolls back")
         return {"outcome": "awaiting_approval", "model": state.model, "stable": state.stable,
                 "candidate": state.candidate, "owner": state.owner, "target": target.describe(),
                 "step": state.step, "weight": state.weight,
@@ -396,7 +402,11 @@ class ModelRolloutOperator(BaseOperator):
             # rollout whose owner is gone would block every later run and leak the candidate.
             self.log.error("last try failed mid-rollout: rolling back so nothing is left without an owner")
             try:
-                self._abort(target, state, "the task failed on its last try")
+                state = self._abort(target, state, "the task failed on its last try")
+                error = sys.exc_info()[1]  # called while handling the task's error
+                self._alert(context, "rollout_rolled_back", state,
+                            f"the rollout task failed on its last try ({type(error).__name__}: {error}); "
+                            f"v{state.stable} serves 100% of traffic")
             except Exception as err:
                 self.log.error("rollback on the last try failed too (%s): %s still records owner %s; roll it "
                                "back from the target, or clear this task to retry", err, target.describe(),
@@ -458,11 +468,28 @@ class ModelRolloutOperator(BaseOperator):
                       f": {state.reason}" if state.reason else "")
         record["record_uri"] = self._store_record(state, record)
         self._record_in_mlflow(state, record)
+        if outcome == "aborted":
+            self._alert(context, "rollout_rolled_back", state,
+                        f"{state.reason}; v{state.stable} serves 100% of traffic",
+                        record_uri=str(record["record_uri"] or "") or None,
+                        weights=[h.get("weight") for h in state.history])
         if outcome == "aborted" and self.fail_on_abort:
             context["ti"].xcom_push(key="rollout", value=record)
             raise AirflowFailException(f"rollout of {state.model} v{state.candidate} rolled back: {state.reason}. "
                                        f"v{state.stable} serves 100% of traffic.")
         return record
+
+    def _alert(self, context: Context, event: str, state: RolloutState, reason: str, record_uri: str | None = None,
+               **details: Any) -> None:
+        from airflow_mlops.notifiers.channels import emit_alert, mlflow_links
+
+        try:
+            links = {**mlflow_links(self._hook(), state.model, state.candidate), "record": record_uri}
+        except Exception as err:  # the alert goes out without links
+            self.log.warning("no MLflow links for the alert: %s", err)
+            links = {"record": record_uri}
+        emit_alert(context, event=event, model=state.model, version=state.candidate, reason=reason, links=links,
+                   details={"stable": state.stable, "step": state.step, "weight": state.weight, **details})
 
     def _store_record(self, state: RolloutState, record: Mapping[str, Any]) -> str | None:
         """The whole record (every measurement) as JSON in the artifact store; tags only hold a summary."""

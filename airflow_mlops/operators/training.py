@@ -80,6 +80,10 @@ class GpuTrainingOperator(MlopsStepOperator):
         run_id = hook.find_or_create_run(experiment_id, identity, run_name=f"{plan.ctx.task_id} {plan.ctx.run_id}")
         git_sha = self._git_sha(plan)  # a git subprocess on laptops: resolve once per try
         plan.extra.update(experiment_id=experiment_id, run_id=run_id, hook=hook, git_sha=git_sha)
+        from airflow_mlops.notifiers.channels import remember
+
+        # A training run that fails from here on is alerted (AlertOnFailure) with its MLflow run.
+        remember(context, model=self.experiment_name, links={"mlflow_run": hook.run_url(experiment_id, run_id)})
         if runtime == "kubernetes":
             mlflow_env, mlflow_refs = hook.pod_env(plan.config.mlflow_secret)
         else:

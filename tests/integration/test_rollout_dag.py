@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -47,6 +48,12 @@ def registry(airflow_db: Path, mlops_home: Path) -> Iterator[dict[str, str]]:
 
     LocalTarget("breast-cancer-classifier", MODEL, uri).cleanup()
     os.environ["MLFLOW_TRACKING_URI"] = saved or ""
+
+
+def _alerts(mlops_home: Path) -> list[dict[str, Any]]:
+    """What the laptop's default file channel received ($MLOPS_HOME/alerts/alerts.jsonl)."""
+    path = mlops_home / "alerts" / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _run(conf: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -102,6 +109,18 @@ def test_first_deployment_good_canary_then_bad_candidate(registry: dict[str, str
     assert stored["outcome"] == "aborted" and stored["candidate"] == registry["bad"]
     assert len(stored["measurements"]) == sum(e["n"] for e in summary.values())
     assert tags["mlops.rollout.record_uri"].startswith(str(mlops_home / "artifacts" / "rollouts" / MODEL))
+    # One alert, from the rollout task where it decided to roll back (its failure callback stays silent): the
+    # model, the version, the reason, links to the candidate's MLflow run and version and to the task's log.
+    [alert] = _alerts(mlops_home)
+    assert (alert["event"], alert["model"], alert["version"]) == ("rollout_rolled_back", MODEL, registry["bad"])
+    assert "error_rate" in alert["reason"] and f"v{registry['good2']} serves 100%" in alert["reason"]
+    run_id = client.get_model_version(MODEL, registry["bad"]).run_id
+    assert alert["links"]["mlflow_run"].endswith(f"/runs/{run_id}")
+    assert alert["links"]["mlflow_model_version"].endswith(f"/models/{MODEL}/versions/{registry['bad']}")
+    assert alert["links"]["airflow_log"].endswith(
+        f"/dags/mlops_progressive_rollout/runs/{quote(alert['run_id'])}/tasks/rollout?try_number=1")
+    assert alert["links"]["record"] == tags["mlops.rollout.record_uri"]
+    assert f"model:    {MODEL}" in alert["text"] and f"version:  {registry['bad']}" in alert["text"]
     # 4. Blue-green by param: preview, switch, judged after the switch (absolute thresholds), old version kept.
     with Traffic(target.router_url, rate=30) as traffic:
         run, tis = _run({"candidate_version": registry["good3"], "strategy": "blue_green", "preview_seconds": 1,
@@ -122,9 +141,14 @@ def test_first_deployment_good_canary_then_bad_candidate(registry: dict[str, str
     assert log.is_file() and json.loads(log.read_text().splitlines()[0])["status"] == 200
 
 
-def test_unknown_candidate_version_fails_before_touching_the_target(registry: dict[str, str]) -> None:
+def test_unknown_candidate_version_fails_before_touching_the_target(registry: dict[str, str],
+                                                                    mlops_home: Path) -> None:
     _, tis = _run({"candidate_version": "99"})
     assert str(tis["resolve"].state) == "failed"
+    # The failed task alerts through the DAG's failure callback (AlertOnFailure), with the error and its log.
+    [alert] = _alerts(mlops_home)
+    assert (alert["event"], alert["model"], alert["task_id"]) == ("task_failed", MODEL, "resolve")
+    assert "99" in alert["reason"] and alert["links"]["airflow_log"].endswith("/tasks/resolve?try_number=1")
     assert str(tis["rollout"].state) in ("upstream_failed", "None")
     # The switch (all_done, for a timed-out approval) has nothing to take over: it skips, never errors or retries.
     assert str(tis["switch"].state) == "skipped" and tis["switch"].try_number <= 1
@@ -160,6 +184,11 @@ def test_blue_green_switch_waits_for_a_person_in_the_ui(registry: dict[str, str]
     record = tis["switch"].xcom_pull(task_ids="switch", key="rollout")
     assert record["outcome"] == "aborted" and "Carol" in record["reason"]
     assert [h["action"] for h in record["history"] if h["action"] in ("Adopt", "Reject")] == ["Adopt", "Reject"]
+    # A person was asked (alert at the gate), then told the answer rolled the candidate back.
+    alerts = [a for a in _alerts(mlops_home) if a["version"] == registry["good2"]]
+    assert [(a["event"], a["task_id"]) for a in alerts] == [("rollout_awaiting_approval", "rollout"),
+                                                             ("rollout_rolled_back", "switch")]
+    assert "Required actions" in alerts[0]["reason"] and "Carol" in alerts[1]["reason"]
     assert target.serving_version() == registry["good"]
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == registry["good"]
 
