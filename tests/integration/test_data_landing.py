@@ -14,11 +14,9 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,24 +30,6 @@ from airflow_mlops.triggers.data_landing import S3DataLandingTrigger, parse_noti
 ROOT = Path(__file__).resolve().parents[2]
 CONN_ID = "mlops_landing_aws"
 PARQUET_KEY = "landing/churn 2026-11 été+q.parquet"  # spaces, unicode and a literal '+': URL-encoded by S3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto server on a free local port (boto3 talks HTTP to it)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @dataclass
@@ -67,7 +47,7 @@ class Landing:
 
 
 @pytest.fixture
-def landing(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Landing:
+def landing(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Landing:
     """A bucket whose ObjectCreated notifications go to an SQS queue (as docs/data-landing.md sets up), and the
     Airflow connection the trigger uses, pointed at moto."""
     import boto3
@@ -77,9 +57,9 @@ def landing(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Landing:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}))
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint)
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_endpoint)
+        "extra": {"endpoint_url": moto_url, "region_name": "us-east-1"}}))
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
     suffix = uuid.uuid4().hex[:8]
     bucket = f"landing-{suffix}"
     s3.create_bucket(Bucket=bucket)

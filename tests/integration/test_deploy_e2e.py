@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,23 +34,6 @@ IMAGES = {
     "serving_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/airflow-mlops/serving@sha256:" + "c" * 64,
 }
 _WRITES = ("PutObject", "DeleteObject", "DeleteObjects", "CopyObject")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ concurrent-sync tests exercise the same protocol S3 does.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,32 +20,14 @@ from airflow_mlops.deploy.sync import MANIFEST_NAME, apply_sync, normalize_prefi
 BUCKET = "mwaa-source"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto server on a free local port (boto3 talks HTTP to it)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def s3(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A client on a fresh versioned bucket, plus an object outside the DAGs prefix that must never change."""
     import boto3
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    client = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint)
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
     client.create_bucket(Bucket=BUCKET)
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     client.put_object(Bucket=BUCKET, Key="requirements.txt", Body=b"keep me\n")

@@ -17,7 +17,6 @@ import pytest
 
 from airflow_mlops.deploy import DeployError
 from airflow_mlops.deploy.update import Artifact, smoke_run, update_environment
-from tests.integration.test_deploy_sync import moto_endpoint  # noqa: F401  # the shared moto server fixture
 
 BUCKET = "mwaa-env-bucket"
 ENV = "mlops-prod"
@@ -26,12 +25,12 @@ T1 = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
+def s3(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     import boto3
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    client = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint)
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
     client.create_bucket(Bucket=BUCKET)
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     yield client
@@ -199,22 +198,24 @@ def test_smoke_run_failure_and_path_limit(mwaa: Any) -> None:
         smoke_run(mwaa, name=ENV, dag_id="d" * 40, run_id="r" * 20, log=lambda _: None)
 
 
-def test_cli_update_gives_the_smoke_run_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_update_gives_the_smoke_run_its_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Only the CLI's argument wiring: ``update_environment`` and ``smoke_run`` themselves run against the MWAA
-    stand-in (test_deploy_e2e.py) and, for error shapes, botocore's Stubber above. Here they, the boto clients and
-    the bundle loader are replaced because the point is which timeout reaches which call."""
-    from types import SimpleNamespace
+    stand-in (test_deploy_e2e.py) and, for error shapes, botocore's Stubber above. Here they and the boto clients are
+    replaced because the point is which timeout reaches which call; the bundle is a real (empty) one on disk."""
+    import json
 
     from airflow_mlops.deploy import cli, update
 
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"constraints_name": "c.txt", "hashes": {}, "requirements": [], "airflow_version": "3.3.1"}))
     calls: dict[str, dict[str, Any]] = {}
     monkeypatch.setattr(cli, "_client", lambda service: service)
-    monkeypatch.setattr(cli, "Bundle", SimpleNamespace(load=lambda path: SimpleNamespace(airflow_version="3.3.1")))
-    monkeypatch.setattr(cli, "_artifacts", lambda bundle, args: [])
     monkeypatch.setattr(update, "update_environment", lambda *a, **kw: calls.setdefault("update", kw))
     monkeypatch.setattr(update, "smoke_run", lambda *a, **kw: calls.setdefault("smoke", kw))
-    assert cli.main(["deploy", "update", "--environment", ENV, "--bucket", BUCKET, "--timeout", "900",
-                     "--poll", "10", "--smoke-dag", "mlops_smoke", "--smoke-run-id", "smoke-9"]) == 0
+    assert cli.main(["deploy", "update", "--bundle", str(tmp_path), "--environment", ENV, "--bucket", BUCKET,
+                     "--timeout", "900", "--poll", "10", "--smoke-dag", "mlops_smoke", "--smoke-run-id",
+                     "smoke-9"]) == 0
+    assert calls["update"]["airflow_version"] == "3.3.1" and calls["update"]["artifacts"][0].kind == "requirements"
     assert calls["update"]["timeout_s"] == 900
     assert calls["smoke"] == {"name": ENV, "dag_id": "mlops_smoke", "run_id": "smoke-9", "poll_s": 10,
                               "timeout_s": 900, "log": cli._log}

@@ -6,7 +6,6 @@ answers as Airflow 3's ``/variables`` API does (404, 409, PATCH).
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,23 +17,6 @@ from airflow_mlops.deploy.variables import SECRETS_BACKEND, check_image_ref, set
 from tests.integration.deploy_workflow import run_cli
 
 DIGEST = "123456789012.dkr.ecr.us-east-1.amazonaws.com/airflow-mlops/trainer@sha256:" + "d" * 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

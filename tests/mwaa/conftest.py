@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import time
 import uuid
 import zipfile
@@ -14,24 +13,6 @@ from typing import Any
 import pytest
 
 from tests.mwaa.standin import MwaaStandIn
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[str]:
-    """A real moto server on a free local port (the stand-in and the tests talk HTTP to it)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @dataclass
@@ -65,11 +46,11 @@ def zip_bytes(files: dict[str, str]) -> bytes:
 
 
 @pytest.fixture
-def bucket(moto_s3: str) -> Iterator[Bucket]:
+def bucket(moto_url: str) -> Iterator[Bucket]:
     """A fresh versioned bucket per test, emptied and removed afterwards."""
     import boto3
 
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_s3, aws_access_key_id="testing",
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url, aws_access_key_id="testing",
                       aws_secret_access_key="testing")
     name = f"mwaa-standin-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=name)
@@ -82,7 +63,7 @@ def bucket(moto_s3: str) -> Iterator[Bucket]:
 
 
 @pytest.fixture
-def make_standin(moto_s3: str) -> Iterator[Callable[..., MwaaStandIn]]:
+def make_standin(moto_url: str) -> Iterator[Callable[..., MwaaStandIn]]:
     """Start stand-ins with test settings (fast clocks, resolver without Airflow unless asked); each is stopped
     afterwards, and a stand-in bug (an answer off the service model, a crash) fails the test."""
     started: list[MwaaStandIn] = []
@@ -91,7 +72,7 @@ def make_standin(moto_s3: str) -> Iterator[Callable[..., MwaaStandIn]]:
         kwargs.setdefault("with_airflow", False)
         kwargs.setdefault("update_seconds", 0.3)
         kwargs.setdefault("run_seconds", 0.3)
-        standin = MwaaStandIn(moto_s3, **kwargs)
+        standin = MwaaStandIn(moto_url, **kwargs)
         standin.start()
         started.append(standin)
         return standin
