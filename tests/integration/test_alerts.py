@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_mlops.notifiers.alerts import build_alert
+from tests.aws import use_moto
 
 REGION = "us-east-1"
 ROLLBACK = {
@@ -35,12 +36,7 @@ def topic(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
     """An SNS topic with an SQS queue subscribed, and an Airflow connection ``aws_alerts`` pointing at moto."""
     import boto3
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_ALERTS", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": moto_url, "region_name": REGION}}))
+    use_moto(monkeypatch, moto_url, "aws_alerts", REGION)
     sns = boto3.client("sns", region_name=REGION, endpoint_url=moto_url)
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_url)
     arn = sns.create_topic(Name="mlops-alerts")["TopicArn"]

@@ -26,6 +26,7 @@ import pytest
 
 from airflow_mlops.assets import TRAINING_DATA, TRAINING_DATA_WATCHER, landing_watch_settings, training_data_watchers
 from airflow_mlops.triggers.data_landing import S3DataLandingTrigger, parse_notification, region_of
+from tests.aws import use_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 CONN_ID = "mlops_landing_aws"
@@ -52,12 +53,7 @@ def landing(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Landing:
     Airflow connection the trigger uses, pointed at moto."""
     import boto3
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": moto_url, "region_name": "us-east-1"}}))
+    use_moto(monkeypatch, moto_url, CONN_ID)
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
     suffix = uuid.uuid4().hex[:8]

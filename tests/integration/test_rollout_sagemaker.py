@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws import use_moto
 from tests.dagfiles import load_dag
 
 REGION = "us-east-1"
@@ -141,12 +142,7 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> dic
     import boto3
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": moto_url, "region_name": REGION}}))
+    use_moto(monkeypatch, moto_url, "aws_default", REGION)
     kwargs = {"endpoint_url": moto_url, "region_name": REGION}
     return {"url": moto_url, "sagemaker": boto3.client("sagemaker", **kwargs),
             "cloudwatch": boto3.client("cloudwatch", **kwargs)}
